@@ -1,0 +1,251 @@
+"""The `hub` command line (click, via Flask's CLI group)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+from flask.cli import FlaskGroup, with_appcontext
+
+from hub import admin
+from hub.app import create_app
+from hub.runtime import current_runtime
+
+
+def _app_factory():
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_app_factory, add_default_commands=False,
+             add_version_option=False, load_dotenv=False)
+def main():
+    """lead hub: webhooks in, one canonical contact, HubSpot <-> Salesforce sync, lead rules."""
+
+
+def emit(values: dict, as_json: bool) -> None:
+    """`name: value` lines, or one JSON object with --json."""
+    if as_json:
+        click.echo(json.dumps(values))
+    else:
+        for name, value in values.items():
+            click.echo(f"{name}: {value}")
+
+
+def json_option(func):
+    return click.option("--json", "as_json", is_flag=True, help="print one JSON object")(func)
+
+
+def _fail(exc: Exception):
+    raise click.ClickException(str(exc))
+
+
+# --- database ---------------------------------------------------------------------------------
+
+@main.group()
+def db():
+    """Database schema."""
+
+
+@db.command("upgrade")
+@with_appcontext
+def db_upgrade():
+    """Run Alembic migrations to the latest revision."""
+    from hub.migrate import upgrade
+
+    upgrade(current_runtime().settings.database_url)
+    click.echo("database: up to date")
+
+
+# --- workspaces, sources, connections -----------------------------------------------------------
+
+@main.group()
+def workspace():
+    """Workspaces (tenants)."""
+
+
+@workspace.command("create")
+@click.argument("name")
+@json_option
+@with_appcontext
+def workspace_create(name, as_json):
+    emit(admin.create_workspace(current_runtime(), name), as_json)
+
+
+@main.group()
+def source():
+    """Form and store sources that post signed webhooks."""
+
+
+@source.command("add")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--kind", type=click.Choice(admin.SOURCE_KINDS), required=True)
+@click.option("--secret", default=None, help="the vendor's signing secret (unused for html)")
+@click.option("--thank-you-url", default=None, help="html: where to redirect after a submission")
+@json_option
+@with_appcontext
+def source_add(workspace_id, kind, secret, thank_you_url, as_json):
+    settings = {"thank_you_url": thank_you_url} if thank_you_url else {}
+    try:
+        emit(admin.add_source(current_runtime(), workspace_id, kind, secret, settings), as_json)
+    except admin.AdminError as exc:
+        _fail(exc)
+
+
+@main.group()
+def connect():
+    """Connect a CRM (credentials are stored encrypted)."""
+
+
+@connect.command("hubspot")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--access-token", required=True)
+@click.option("--expires-in", type=int, default=None)
+@click.option("--refresh-token", default=None)
+@click.option("--client-id", default=None)
+@click.option("--client-secret", default=None)
+@click.option("--app-id", default=None)
+@click.option("--app-secret", default=None, help="signs webhooks (defaults to --client-secret)")
+@click.option("--portal-id", default=None)
+@json_option
+@with_appcontext
+def connect_hubspot(workspace_id, access_token, expires_in, refresh_token, client_id, client_secret,
+                    app_id, app_secret, portal_id, as_json):
+    expires_at = time.time() + expires_in if expires_in else None
+    credentials = {"access_token": access_token, "refresh_token": refresh_token, "expires_at": expires_at,
+                   "client_id": client_id, "client_secret": client_secret,
+                   "app_secret": app_secret or client_secret}
+    try:
+        emit(admin.connect(current_runtime(), workspace_id, "hubspot", portal_id, credentials,
+                           {"app_id": app_id} if app_id else {}), as_json)
+    except admin.AdminError as exc:
+        _fail(exc)
+
+
+@connect.command("salesforce")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--instance-url", required=True)
+@click.option("--access-token", required=True)
+@click.option("--refresh-token", default=None)
+@click.option("--client-id", default=None)
+@click.option("--client-secret", default=None)
+@click.option("--org-id", default=None)
+@click.option("--login-url", default=None)
+@click.option("--integration-user-id", default=None)
+@json_option
+@with_appcontext
+def connect_salesforce(workspace_id, instance_url, access_token, refresh_token, client_id, client_secret,
+                       org_id, login_url, integration_user_id, as_json):
+    credentials = {"access_token": access_token, "refresh_token": refresh_token,
+                   "client_id": client_id, "client_secret": client_secret}
+    settings = {"instance_url": instance_url.rstrip("/"), "login_url": (login_url or "").rstrip("/") or None,
+                "integration_user_id": integration_user_id}
+    try:
+        emit(admin.connect(current_runtime(), workspace_id, "salesforce", org_id, credentials,
+                           {k: v for k, v in settings.items() if v}), as_json)
+    except admin.AdminError as exc:
+        _fail(exc)
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+@main.command("relay")
+@with_appcontext
+def relay_command():
+    """Drain the outbox into RQ (waits while Redis is down)."""
+    from hub import logs
+    from hub.sync import relay
+
+    logs.configure()
+    relay.run_forever(current_runtime())
+
+
+@main.command("worker")
+@click.option("--burst", is_flag=True, help="exit when the queue is empty")
+@with_appcontext
+def worker_command(burst):
+    """Run an RQ worker on the hub queue."""
+    from hub import logs
+    from hub.sync.worker import make_worker
+
+    logs.configure()
+    make_worker(current_runtime()).work(burst=burst, with_scheduler=True)
+
+
+@main.command("replay")
+@click.option("--event", "event_id", type=int, default=None)
+@click.option("--failed", is_flag=True)
+@with_appcontext
+def replay_command(event_id, failed):
+    """Re-run one event, or every failed event."""
+    from hub.sync import replay
+
+    runtime = current_runtime()
+    if failed:
+        click.echo(f"requeued: {replay.replay_failed(runtime)}")
+    elif event_id is not None:
+        if not replay.replay_event(runtime, event_id):
+            _fail(Exception(f"no replayable event {event_id}"))
+        click.echo(f"requeued: {event_id}")
+    else:
+        raise click.UsageError("give --event ID or --failed")
+
+
+@main.command("serve")
+@click.option("--port", type=int, default=None, help="defaults to HUB_PORT (8000)")
+@click.option("--workers", type=int, default=1, help="RQ workers to start")
+@with_appcontext
+def serve_command(port, workers):
+    """Web + relay + worker in one process tree (the embedded default needs no services)."""
+    from hub.migrate import upgrade
+
+    runtime = current_runtime()
+    port = port or runtime.settings.port
+    upgrade(runtime.settings.database_url)
+    env = dict(os.environ, HUB_REDIS_URL=runtime.redis_url, HUB_PORT=str(port),
+               HUB_INSTANCE_DIR=runtime.settings.instance_dir,
+               HUB_ENCRYPTION_KEYS=",".join(runtime.settings.encryption_keys),
+               HUB_DATABASE_URL=runtime.settings.database_url)
+    hub_cmd = [sys.executable, "-m", "hub.cli"]
+    children = [subprocess.Popen(hub_cmd + ["relay"], env=env)]
+    children += [subprocess.Popen(hub_cmd + ["worker"], env=env) for _ in range(workers)]
+    children.append(subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", f"0.0.0.0:{port}", "--workers", "2", "--threads", "4",
+         "--worker-class", "gthread", "--timeout", "30", "--access-logfile", "-", "wsgi:app"],
+        env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    base = runtime.settings.public_url or f"http://127.0.0.1:{port}"
+    click.echo(f"hub: serving on {base} (database {runtime.settings.database_url.split('://')[0]}, "
+               f"redis {'embedded' if not runtime.settings.redis_url else 'external'})")
+    click.echo(f"post webhooks to:\n  HubSpot     {base}/webhooks/hubspot\n"
+               f"  Salesforce  {base}/webhooks/salesforce/<source_key>\n"
+               f"  forms       {base}/webhooks/forms/<source_key>\n"
+               f"  shops       {base}/webhooks/shops/<source_key>\n"
+               f"health: {base}/healthz  ready: {base}/readyz  metrics: {base}/metrics")
+    _supervise(children)
+
+
+def _supervise(children) -> None:
+    def stop(*_):
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    finally:
+        stop()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Tunables, as named constants, in one place."""
+
+MAX_BODY_BYTES = 1024 * 1024            # body over 1 MB -> 413
+SIGNATURE_TOLERANCE_SECONDS = 300       # stale signed timestamps -> 401
+SECRET_CACHE_SECONDS = 30               # how long verifiers reuse a decrypted secret
+
+DEFAULT_PORT = 8000
+DEFAULT_HUBSPOT_API_BASE = "https://api.hubapi.com"
+DEFAULT_SALESFORCE_LOGIN_URL = "https://login.salesforce.com"
+DEFAULT_HUBSPOT_RATE = "110/10s"
+DEFAULT_HUBSPOT_SEARCH_RATE = "5/1s"
+DEFAULT_SALESFORCE_API_RESERVE = 0.10
+
+QUEUE_NAME = "hub"
+RELAY_BATCH_ROWS = 500                  # outbox rows read per relay pass
+RELAY_EVENTS_PER_JOB = 200              # events handed to one RQ job
+RELAY_IDLE_SECONDS = 0.2                # relay sleep when the outbox is empty
+RELAY_REDIS_DOWN_SECONDS = 1.0          # relay back-off while Redis is unreachable
+OUTBOX_LEASE_SECONDS = 120              # an enqueued row not done by then is enqueued again
+JOB_TIMEOUT_SECONDS = 600
+
+EVENT_MAX_ATTEMPTS = 5                  # then the event is 'failed' (see `hub replay --failed`)
+EVENT_RETRY_BACKOFF_SECONDS = (2, 10, 60, 300)
+
+HTTP_TIMEOUT_SECONDS = 10               # every external call
+RETRY_MAX_ATTEMPTS = 4                  # bounded retries on 429/423/5xx
+RETRY_MAX_WAIT_SECONDS = 30
+
+PLACEHOLDER = "[not provided]"          # Salesforce Lead Company/LastName when blank

@@ -1,0 +1,1 @@
+"""RQ jobs and the machinery around them: relay, processing, sync, rate limits, tokens."""

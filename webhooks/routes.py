@@ -1,0 +1,172 @@
+"""The shared receiver route code: verify -> parse -> route -> store -> answer. No vendor logic here.
+
+Vendor modules provide `verify(request, secret)` and `parse(body)`; optional hooks:
+`unsigned_response(request)` (answer without storing, e.g. WooCommerce's ping),
+`check_account(events, target)` (e.g. Salesforce OrganizationId), `respond(result, target)`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, request
+from sqlalchemy.exc import OperationalError, InterfaceError, DBAPIError
+
+from hub import metrics
+from hub.directory import Target
+from hub.exceptions import PayloadError, RoutingError, SignatureError
+from hub.runtime import current_runtime
+from hub.store import ingest
+from webhooks import hubspot
+from webhooks.registry import SOURCE_RECEIVERS
+from webhooks.responses import accepted, error
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("webhooks", __name__)
+
+
+def _directory():
+    from flask import current_app
+
+    return current_app.extensions["hub_directory"]
+
+
+def public_url() -> str:
+    """The URL the vendor called: HUB_PUBLIC_URL + path + query, or the request's own URL."""
+    base = current_runtime().settings.public_url
+    if not base:
+        return request.url
+    query = request.query_string.decode("latin-1")
+    return base + request.path + ("?" + query if query else "")
+
+
+def _reject(source: str, status: int, reason: str, detail: str = ""):
+    metrics.EVENTS_REJECTED.labels(source=source, reason=reason).inc()
+    logger.info("webhook rejected source=%s reason=%s", source, reason)
+    return error(status, reason, detail)
+
+
+def _store(source: str, routed, status: str = "pending"):
+    """Commit, then count. A database that is down answers 503 so the vendor retries."""
+    try:
+        result = ingest(current_runtime().engine, routed, status=status)
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("database unavailable while storing %s events: %s", source, type(exc).__name__)
+        return None
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            return None
+        raise
+    metrics.EVENTS_RECEIVED.labels(source=source).inc(len(result.accepted))
+    metrics.EVENTS_DEDUPED.labels(source=source).inc(result.duplicates)
+    return result
+
+
+def _unavailable(source: str):
+    return _reject(source, 503, "database_unavailable")
+
+
+def receive(module, source: str, target: Target, **verify_kwargs):
+    """Verify, parse, check the account, store; shared by every vendor route."""
+    started = time.perf_counter()
+    hook = getattr(module, "unsigned_response", None)
+    if hook is not None:
+        early = hook(request)
+        if early is not None:
+            return early
+    try:
+        module.verify(request, target.secret, **verify_kwargs)
+    except SignatureError as exc:
+        return _reject(source, 401, exc.reason)
+    body = request.get_data(cache=True)
+    try:
+        events = module.parse(body)
+        check = getattr(module, "check_account", None)
+        if check is not None:
+            check(events, target)
+    except PayloadError as exc:
+        if getattr(module, "STORE_MALFORMED", True):
+            _store_malformed(source, target, body, exc.reason)
+        return _reject(source, 400, exc.reason, str(exc))
+    except RoutingError as exc:
+        return _reject(source, exc.status, exc.reason)
+    result = _store(source, [(target.workspace_id, event) for event in events])
+    if result is None:
+        return _unavailable(source)
+    metrics.INGEST_LATENCY.labels(source=source).observe(time.perf_counter() - started)
+    respond = getattr(module, "respond", None)
+    return respond(result, target) if respond else accepted(result)
+
+
+def _store_malformed(source: str, target: Target, body: bytes, reason: str) -> None:
+    """Authentic but unparseable: kept for inspection, never processed."""
+    from webhooks.common import IncomingEvent, sha256_hex
+
+    event = IncomingEvent(source=source, kind="malformed", dedupe_key=f"malformed:{sha256_hex(body)}",
+                          payload={"reason": reason, "body": body.decode("utf-8", "replace")[:100_000]})
+    _store(source, [(target.workspace_id, event)], status="malformed")
+
+
+@bp.post("/webhooks/hubspot")
+def hubspot_webhook():
+    """Route by portalId; the signature is checked against the app secrets the hub knows."""
+    source = "hubspot"
+    portals = _directory().hubspot_portals()
+    secrets = {t.secret for t in portals.values() if t.secret}
+    if not secrets:
+        return _reject(source, 404, "no_hubspot_connection")
+    uri = public_url()
+    matched, last_error = None, SignatureError("bad_signature")
+    for secret in secrets:
+        try:
+            hubspot.verify(request, secret, uri)
+            matched = secret
+            break
+        except SignatureError as exc:
+            last_error = exc
+    if matched is None:
+        return _reject(source, 401, last_error.reason)
+    try:
+        events = hubspot.parse(request.get_data(cache=True))
+    except PayloadError as exc:
+        return _reject(source, 400, exc.reason, str(exc))
+    routed = []
+    for event in events:
+        target = portals.get(event.account_id)
+        if target is None or target.secret != matched:
+            return _reject(source, 403, "unknown_portal")
+        routed.append((target.workspace_id, event))
+    result = _store(source, routed)
+    if result is None:
+        return _unavailable(source)
+    return accepted(result)
+
+
+@bp.post("/webhooks/salesforce/<source_key>")
+def salesforce_webhook(source_key: str):
+    from webhooks import registry
+
+    module = registry.CRM_RECEIVERS.get("salesforce")
+    target = _directory().salesforce(source_key)
+    if target is None or module is None:
+        return _reject("salesforce", 404, "unknown_source")
+    return receive(module, "salesforce", target)
+
+
+def _source_webhook(source_key: str):
+    target = _directory().source(source_key)
+    module = SOURCE_RECEIVERS.get(target.kind) if target else None
+    if target is None or module is None:
+        return _reject("unknown", 404, "unknown_source")
+    return receive(module, target.kind, target)
+
+
+@bp.post("/webhooks/forms/<source_key>")
+def form_webhook(source_key: str):
+    return _source_webhook(source_key)
+
+
+@bp.post("/webhooks/shops/<source_key>")
+def shop_webhook(source_key: str):
+    return _source_webhook(source_key)
