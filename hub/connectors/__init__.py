@@ -1,0 +1,1 @@
+"""Connectors to external systems, one module per kind, registered by explicit import in `registry`."""

@@ -1,0 +1,1 @@
+"""Lead rules: scoring, grading, decay, MQL, segments, handoff and SLA."""
