@@ -54,3 +54,19 @@ class FatalError(HubError):
 
 class TokenExpiredError(FatalError):
     """The access token was refused; the caller refreshes once and retries once."""
+
+
+class InvalidValueError(HubError, ValueError):
+    """A vendor value that cannot be made canonical (bad email, phone, country). `reason` is machine-readable."""
+
+    def __init__(self, reason: str, message: str = ""):
+        super().__init__(message or reason)
+        self.reason = reason
+
+
+class UnsupportedEventError(HubError):
+    """An event the hub stores but does not act on; the event is marked 'ignored' with `reason`."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
