@@ -27,3 +27,13 @@ RETRY_MAX_ATTEMPTS = 4                  # bounded retries on 429/423/5xx
 RETRY_MAX_WAIT_SECONDS = 30
 
 PLACEHOLDER = "[not provided]"          # Salesforce Lead Company/LastName when blank
+
+# Lead rules (hub/rules)
+RULES_DECAY_BATCH = 1000                # lead scores per transaction in the periodic decay pass
+RULES_ACTIVITY_LOOKBACK_DAYS = 730      # activities older than this are not scored (decayed to ~0 anyway)
+RULES_TOP_REASONS = 3                   # reasons written to the CRM with the score
+RULES_EFFECT_MAX_ATTEMPTS = 5           # then a lead effect is 'failed' (logged, visible in lead_effect)
+RULES_EFFECT_BACKOFF_SECONDS = (5, 30, 120, 600)
+RULES_SLA_BATCH = 200                   # overdue assignments handled per SLA pass
+RULES_DRY_RUN_BATCH = 1000              # contacts per chunk in `hub rules dry-run`
+RULES_REASONS_MAX_CHARS = 250           # CRM text field limit for the reasons line

@@ -221,3 +221,112 @@ class Outbox(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# --- lead rules (hub/rules; migration 0004) -----------------------------------------------------
+
+class RuleSet(Base):
+    """A workspace's rule document (scoring, grading, segments, MQL, routing, SLA); newest version is live."""
+
+    __tablename__ = "rule_set"
+    __table_args__ = (UniqueConstraint("workspace_id", "version"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    document: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LeadScore(Base):
+    """A contact's score split for decay: `decaying` is halved every half-life by the periodic pass."""
+
+    __tablename__ = "lead_score"
+    __table_args__ = (Index("ix_lead_score_ws", "workspace_id", "contact_id"),)
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    decaying: Mapped[float] = mapped_column(Float, default=0.0)
+    static: Mapped[float] = mapped_column(Float, default=0.0)
+    fit_points: Mapped[float] = mapped_column(Float, default=0.0)
+    contributions: Mapped[dict] = mapped_column(JSON, default=dict)  # rule -> {"label", "points", "decays"}
+    decayed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    evaluated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rule_version: Mapped[int | None] = mapped_column(Integer)
+    recycled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)   # behaviour before this is not scored
+    recycle_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class SegmentMembership(Base):
+    """One stay of a contact in a segment; `left_at` is set when it leaves (history is kept)."""
+
+    __tablename__ = "segment_membership"
+    __table_args__ = (Index("ix_segment_membership_contact", "contact_id", "left_at"),
+                      Index("ix_segment_membership_segment", "workspace_id", "segment", "left_at"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"))
+    segment: Mapped[str] = mapped_column(String(100))
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    left_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Rep(Base):
+    """A sales rep leads can be routed to (weighted round robin, daily cap, out of office)."""
+
+    __tablename__ = "rep"
+    __table_args__ = (UniqueConstraint("workspace_id", "email"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(200))
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    daily_cap: Mapped[int | None] = mapped_column(Integer)
+    out_of_office_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    rr_credit: Mapped[float] = mapped_column(Float, default=0.0)   # smooth weighted round robin state
+    hubspot_owner_id: Mapped[str | None] = mapped_column(String(64))
+    salesforce_user_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Assignment(Base):
+    """An MQL handed to a rep, with its SLA deadline; reassignment closes it and opens another."""
+
+    __tablename__ = "assignment"
+    __table_args__ = (UniqueConstraint("workspace_id", "idempotency_key"),
+                      Index("ix_assignment_sla", "status", "due_at"),
+                      Index("ix_assignment_rep_day", "rep_id", "assigned_at"),
+                      Index("ix_assignment_contact", "contact_id"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"))
+    rep_id: Mapped[int | None] = mapped_column(ForeignKey("rep.id", ondelete="SET NULL"))
+    owner_email: Mapped[str | None] = mapped_column(String(320))
+    reason: Mapped[str] = mapped_column(String(100))          # account_owner | territory:<name> | round_robin
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open|acted|reassigned|escalated|recycled
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    crm_refs: Mapped[dict] = mapped_column(JSON, default=dict)   # {"hubspot_task": id, "salesforce_task": id, ...}
+    previous_id: Mapped[int | None] = mapped_column(BigId)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class LeadEffect(Base):
+    """A side effect a rule decided (handoff, notice, CRM field update, message), done at most once."""
+
+    __tablename__ = "lead_effect"
+    __table_args__ = (UniqueConstraint("workspace_id", "idempotency_key"), Index("ix_lead_effect_status", "status"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(40))
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(12), default="pending")  # pending | done | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[dict] = mapped_column(JSON, default=dict)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
