@@ -37,3 +37,15 @@ RULES_EFFECT_BACKOFF_SECONDS = (5, 30, 120, 600)
 RULES_SLA_BATCH = 200                   # overdue assignments handled per SLA pass
 RULES_DRY_RUN_BATCH = 1000              # contacts per chunk in `hub rules dry-run`
 RULES_REASONS_MAX_CHARS = 250           # CRM text field limit for the reasons line
+
+# Two-way CRM sync (hub/sync/push.py, engine.py, echo.py, backfill.py, polling.py)
+SYNC_PUSH_COALESCE_SECONDS = 0.5        # a contact's edits within this window become one write
+SYNC_PUSH_MAX_CONTACTS = 2000           # contacts one push round claims (HubSpot 20 batches, Salesforce 10)
+SYNC_PUSH_MAX_ROUNDS = 20               # rounds one push job runs before handing over to a new job
+SYNC_PUSH_LEASE_SECONDS = 300           # a claimed pending push not settled by then is claimed again
+SYNC_PUSH_MAX_ATTEMPTS = 8              # then the push is given up (logged in sync_log)
+SYNC_PUSH_BACKOFF_SECONDS = (2, 5, 15, 60, 300, 900, 3600)
+ECHO_LEDGER_TTL_SECONDS = 3600          # how long a written value is recognised as the hub's echo
+ECHO_CLOCK_SKEW_SECONDS = 5             # a vendor change stamped this much before the write can be its echo
+SALESFORCE_POLL_INTERVAL_SECONDS = 60   # the Salesforce polling job runs this often per workspace
+BACKFILL_COMMIT_EVERY_PAGES = 1         # the backfill cursor is stored after this many pages

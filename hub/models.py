@@ -330,3 +330,67 @@ class LeadEffect(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+
+# --- two-way CRM sync (hub/sync; migration 0003) ----------------------------------------------------
+
+class PendingPush(Base):
+    """A contact whose canonical fields changed and wait to be pushed (coalesced per contact)."""
+
+    __tablename__ = "pending_push"
+    __table_args__ = (UniqueConstraint("workspace_id", "contact_id"), Index("ix_pending_push_due", "workspace_id", "due_at"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"))
+    fields: Mapped[list] = mapped_column(JSON, default=list)          # canonical fields changed (union)
+    origins: Mapped[list] = mapped_column(JSON, default=list)         # systems the changes came from
+    generation: Mapped[int] = mapped_column(Integer, default=0)       # bumped by every schedule
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EchoLedger(Base):
+    """A value the hub wrote to a CRM field; the webhook that echoes it back is recognised by it."""
+
+    __tablename__ = "echo_ledger"
+    __table_args__ = (Index("ix_echo_ledger_lookup", "workspace_id", "system", "contact_id", "field"),
+                      Index("ix_echo_ledger_time", "written_at"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    system: Mapped[str] = mapped_column(String(20))
+    contact_id: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str | None] = mapped_column(String(128))       # filled once the CRM id is known
+    field: Mapped[str] = mapped_column(String(60))                    # canonical field
+    value_hash: Mapped[str] = mapped_column(String(64))
+    written_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CrmSnapshot(Base):
+    """What the hub last knew a CRM record to hold (canonical field -> the CRM's raw value)."""
+
+    __tablename__ = "crm_snapshot"
+    __table_args__ = (UniqueConstraint("workspace_id", "system", "object_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    system: Mapped[str] = mapped_column(String(20))
+    object_id: Mapped[str] = mapped_column(String(128))
+    values: Mapped[dict] = mapped_column(JSON, default=dict)
+    field_times: Mapped[dict] = mapped_column(JSON, default=dict)      # field -> epoch ms
+    record_time_ms: Mapped[int | None] = mapped_column(BigInteger)      # Salesforce LastModifiedDate
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class SyncCursor(Base):
+    """Where a backfill or a polling loop resumes (opaque to the hub, given by the connector)."""
+
+    __tablename__ = "sync_cursor"
+    __table_args__ = (UniqueConstraint("workspace_id", "system", "name"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    system: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(40))                       # backfill | poll
+    cursor: Mapped[str | None] = mapped_column(Text)
+    done: Mapped[int] = mapped_column(Integer, default=0)              # records handled so far
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

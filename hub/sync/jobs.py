@@ -110,3 +110,32 @@ def _settle_outbox(rt: Runtime, outbox_id: int, event_ids: list[int]) -> None:
         delay = backoff[min(max(open_attempts) - 1, len(backoff) - 1)] if max(open_attempts) else 1
         row.available_at = utcnow() + timedelta(seconds=delay)
         row.enqueued_at = None
+
+
+# --- sync jobs (hub.sync.push / hub.sync.polling), dispatched by Outbox.job --------------------------
+
+def run_sync_outbox(outbox_ids: list[int]) -> dict:
+    """The RQ job for sync outbox rows: push due contacts ("sync_push") or poll a CRM ("sync_poll").
+
+    A row is done when its run returns; a vendor outage (RetriableError) leaves it for a later
+    pass after its lease; the pending pushes themselves carry their own retry state.
+    """
+    from sqlalchemy import update
+
+    from hub.sync.polling import run_poll_outbox
+    from hub.sync.push import run_pushes
+
+    rt = runtime()
+    runners = {"sync_push": lambda row: run_pushes(rt, row.workspace_id),
+               "sync_poll": lambda row: run_poll_outbox(rt, row)}
+    totals: dict = {}
+    for outbox_id in outbox_ids:
+        with transaction(rt.engine) as session:
+            row = session.get(Outbox, outbox_id)
+            if row is None or row.done_at is not None or row.job not in runners:
+                continue
+            session.expunge(row)
+        totals[outbox_id] = runners[row.job](row)
+        with transaction(rt.engine) as session:
+            session.execute(update(Outbox).where(Outbox.id == outbox_id).values(done_at=utcnow()))
+    return totals

@@ -21,13 +21,19 @@ from hub.models import Outbox, utcnow
 logger = logging.getLogger(__name__)
 
 JOB_FUNCTION = "hub.sync.jobs.process_outbox"
+# Outbox.job -> the RQ job function its rows go to (rows of one kind and workspace share a job).
+JOB_FUNCTIONS = {
+    "process_events": JOB_FUNCTION,
+    "sync_push": "hub.sync.jobs.run_sync_outbox",
+    "sync_poll": "hub.sync.jobs.run_sync_outbox",
+}
 
 
 def _ready_rows(session, engine, limit: int):
     now = utcnow()
     lease_cutoff = now - timedelta(seconds=defaults.OUTBOX_LEASE_SECONDS)
     query = (
-        select(Outbox.id, Outbox.workspace_id, Outbox.payload)
+        select(Outbox.id, Outbox.workspace_id, Outbox.payload, Outbox.job)
         .where(Outbox.done_at.is_(None), Outbox.available_at <= now,
                or_(Outbox.enqueued_at.is_(None), Outbox.enqueued_at < lease_cutoff))
         .order_by(Outbox.id)
@@ -38,19 +44,20 @@ def _ready_rows(session, engine, limit: int):
     return session.execute(query).all()
 
 
-def _group_into_jobs(rows) -> list[list[int]]:
-    """Outbox ids per job, a job holding at most RELAY_EVENTS_PER_JOB events of one workspace."""
-    jobs: list[list[int]] = []
-    current: dict[str, tuple[list[int], int]] = {}
-    for outbox_id, workspace_id, payload in rows:
+def _group_into_jobs(rows) -> list[tuple[str, list[int]]]:
+    """(job function, outbox ids) per job: one kind, one workspace, at most RELAY_EVENTS_PER_JOB events."""
+    jobs: list[tuple[str, list[int]]] = []
+    current: dict[tuple[str, str], tuple[list[int], int]] = {}
+    for outbox_id, workspace_id, payload, kind in rows:
+        function = JOB_FUNCTIONS.get(kind or "process_events", JOB_FUNCTION)
         size = len((payload or {}).get("event_ids", ())) or 1
-        ids, count = current.get(workspace_id, ([], 0))
+        ids, count = current.get((function, workspace_id), ([], 0))
         if ids and count + size > defaults.RELAY_EVENTS_PER_JOB:
-            jobs.append(ids)
+            jobs.append((function, ids))
             ids, count = [], 0
         ids.append(outbox_id)
-        current[workspace_id] = (ids, count + size)
-    jobs.extend(ids for ids, _ in current.values() if ids)
+        current[(function, workspace_id)] = (ids, count + size)
+    jobs.extend((function, ids) for (function, _), (ids, _) in current.items() if ids)
     return jobs
 
 
@@ -66,9 +73,9 @@ def relay_once(runtime, queue: Queue | None = None, limit: int = defaults.RELAY_
             return 0
         jobs = _group_into_jobs(rows)
         queue.enqueue_many([
-            Queue.prepare_data(JOB_FUNCTION, args=(ids,), timeout=defaults.JOB_TIMEOUT_SECONDS,
+            Queue.prepare_data(function, args=(ids,), timeout=defaults.JOB_TIMEOUT_SECONDS,
                                result_ttl=0, failure_ttl=7 * 24 * 3600)
-            for ids in jobs
+            for function, ids in jobs
         ])
         session.execute(
             update(Outbox).where(Outbox.id.in_([r[0] for r in rows]))

@@ -1,0 +1,57 @@
+"""CRM records read by backfill or polling, stored as events so processing applies them like webhooks.
+
+A Salesforce record becomes a `salesforce` event of kind Lead/Contact with the payload shape the
+Outbound Message receiver stores ({"object_type", "record"}); a HubSpot record becomes a `hubspot`
+event of kind "contact.snapshot" ({"objectId", "properties", "occurredAt", "propertyTimes"}).
+Dedupe keys hold the record's modification time, so re-reading a page (resume, lookback) stores
+nothing twice.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from hub.connectors.base import CrmRecord
+from hub.mappings.transforms import epoch_ms
+from hub.store import IngestResult, ingest
+from webhooks.common import IncomingEvent
+
+HUBSPOT_SNAPSHOT_KIND = "contact.snapshot"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def salesforce_event(record: CrmRecord, origin: str) -> IncomingEvent:
+    fields = {k: v for k, v in record.properties.items() if k != "attributes"}
+    fields["Id"] = record.id
+    if record.updated_at is not None:
+        fields["LastModifiedDate"] = _iso(record.updated_at)
+    if record.modified_by:
+        fields["LastModifiedById"] = record.modified_by
+    stamp = epoch_ms(record.updated_at) if record.updated_at else ""
+    return IncomingEvent(source="salesforce", kind=record.object_type,
+                         dedupe_key=f"salesforce:{origin}:{record.id}:{stamp}",
+                         payload={"object_type": record.object_type, "record": fields, "origin": origin},
+                         occurred_at=record.updated_at)
+
+
+def hubspot_event(record: CrmRecord, origin: str) -> IncomingEvent:
+    stamp = epoch_ms(record.updated_at) if record.updated_at else None
+    return IncomingEvent(source="hubspot", kind=HUBSPOT_SNAPSHOT_KIND,
+                         dedupe_key=f"hubspot:{origin}:{record.id}:{stamp or ''}",
+                         payload={"objectId": record.id, "properties": dict(record.properties), "occurredAt": stamp,
+                                  "propertyTimes": {k: epoch_ms(v) for k, v in record.field_times.items()},
+                                  "origin": origin},
+                         occurred_at=record.updated_at)
+
+
+EVENT_BUILDERS = {"salesforce": salesforce_event, "hubspot": hubspot_event}
+
+
+def store_records(engine, workspace_id: str, system: str, records: list[CrmRecord], origin: str) -> IngestResult:
+    """Store the records as pending events (one transaction; duplicates ignored)."""
+    build = EVENT_BUILDERS[system]
+    return ingest(engine, [(workspace_id, build(record, origin)) for record in records if record.id])
