@@ -16,17 +16,37 @@ RELAY_BATCH_ROWS = 500                  # outbox rows read per relay pass
 RELAY_EVENTS_PER_JOB = 200              # events handed to one RQ job
 RELAY_IDLE_SECONDS = 0.2                # relay sleep when the outbox is empty
 RELAY_REDIS_DOWN_SECONDS = 1.0          # relay back-off while Redis is unreachable
+RELAY_MAX_BACKOFF_SECONDS = 30.0        # ...doubling per failed pass up to this
 OUTBOX_LEASE_SECONDS = 120              # an enqueued row not done by then is enqueued again
 JOB_TIMEOUT_SECONDS = 600
 
 EVENT_MAX_ATTEMPTS = 5                  # then the event is 'failed' (see `hub replay --failed`)
 EVENT_RETRY_BACKOFF_SECONDS = (2, 10, 60, 300)
+IDENTITY_RESOLVE_ATTEMPTS = 3           # re-resolutions after a unique-key race (two workers, one person)
 
 HTTP_TIMEOUT_SECONDS = 10               # every external call
 RETRY_MAX_ATTEMPTS = 4                  # bounded retries on 429/423/5xx
 RETRY_MAX_WAIT_SECONDS = 30
 
 PLACEHOLDER = "[not provided]"          # Salesforce Lead Company/LastName when blank
+
+# CRM connectors (hub/connectors, hub/sync/tokens.py, hub/sync/ratelimit.py)
+HUBSPOT_BATCH_SIZE = 100                # batch upsert/read inputs per call (HubSpot's limit)
+HUBSPOT_SEARCH_PAGE_SIZE = 100          # search results per page (HubSpot max 200)
+HUBSPOT_SEARCH_MAX_RESULTS = 10000      # HubSpot search pages no further than this; restart from the last time
+HUBSPOT_DAILY_RETRY_SECONDS = 3600      # 429 policyName DAILY: try again no sooner than this
+SALESFORCE_API_VERSION = "60.0"
+SALESFORCE_BATCH_SIZE = 200             # sObject Collections records per call (Salesforce's limit)
+SALESFORCE_LOOKUP_BATCH = 200           # emails per SOQL `Email IN (...)` lookup
+SALESFORCE_CALL_CLIENT = "leadhub"      # Sforce-Call-Options client id (CDC changeOrigin shows it)
+SALESFORCE_RESERVE_RETRY_SECONDS = 3600 # only the API reserve is left: try again no sooner than this
+SALESFORCE_USAGE_TTL_SECONDS = 86400    # how long a seen Sforce-Limit-Info value is trusted
+CHANGES_LOOKBACK_SECONDS = 300          # polling cursors re-read this much behind the newest change
+CHANGES_MAX_PAGES = 10                  # pages one read_changes call follows before returning
+TOKEN_REFRESH_MARGIN_SECONDS = 300      # refresh an access token this long before it expires
+TOKEN_LOCK_SECONDS = 30                 # Redis lock around a token refresh (held at most this long)
+TOKEN_LOCK_WAIT_SECONDS = 35            # how long a worker waits for another one's refresh
+RATE_LIMIT_MAX_WAIT_SECONDS = 30        # acquire() gives up (RetriableError) after this long
 
 # Lead rules (hub/rules)
 RULES_DECAY_BATCH = 1000                # lead scores per transaction in the periodic decay pass

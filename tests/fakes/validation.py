@@ -1,0 +1,293 @@
+"""Check captured CRM requests against the vendors' documented formats and limits.
+
+HubSpot: each request must hit a documented endpoint, respect its limits (≤100 batch inputs,
+idProperty=email, ≤200 search results per page) and its body must deserialise into the
+hubspot-api-client request model with client-side validation on, with no key the model does not
+know (checked recursively against the models' attribute maps). HubSpot's OpenAPI files are not
+used (they are proprietary); the SDK's models are generated from them.
+
+Salesforce: sObject Collections bodies as in the REST API guide
+(`{"allOrNone": false, "records": [{"attributes": {"type": "Lead"}, ...}]}`, ≤200 records, `id`
+only on updates), SOQL that parses, describe and Task paths, OAuth refresh form fields, and the
+Authorization / Sforce-Call-Options headers on every API call.
+
+`hubspot_violations(requests)` / `salesforce_violations(requests)` return a list of strings
+(empty = valid); tests assert it is empty.
+"""
+from __future__ import annotations
+
+import json
+import re
+from types import SimpleNamespace
+from urllib.parse import parse_qs
+
+import hubspot.crm.contacts as contacts_sdk
+import hubspot.crm.objects.tasks as tasks_sdk
+import hubspot.crm.properties as properties_sdk
+
+from tests.fakes import soql
+from tests.fakes.common import CapturedRequest
+
+HUBSPOT_BATCH_LIMIT = 100
+HUBSPOT_SEARCH_LIMIT = 200
+SALESFORCE_COLLECTION_LIMIT = 200
+SALESFORCE_API = "/services/data/v60.0"
+# HubSpot's search docs give sorts as {"propertyName", "direction"} objects; the SDK types them as
+# strings, so these two keys are the one allowed extension of the SDK model.
+SEARCH_SORT_KEYS = {"propertyName", "direction"}
+
+
+# --- HubSpot ----------------------------------------------------------------------------------------
+
+def _sdk_check(package, model_name: str, data, path: str = "$") -> list[str]:
+    """Deserialise `data` into package.<model_name> with client-side validation, and find unknown keys."""
+    configuration = package.Configuration()
+    configuration.client_side_validation = True
+    api_client = package.ApiClient(configuration=configuration)
+    try:
+        api_client.deserialize(SimpleNamespace(data=json.dumps(data)), model_name)
+    except (ValueError, TypeError) as exc:
+        return [f"{path}: does not deserialise into {model_name}: {exc}"]
+    return _unknown_keys(package, model_name, data, path)
+
+
+def _unknown_keys(package, type_name: str, data, path: str) -> list[str]:
+    list_match = re.fullmatch(r"list\[(.+)\]", type_name)
+    if list_match:
+        if not isinstance(data, list):
+            return [f"{path}: expected a list"]
+        problems = []
+        for index, item in enumerate(data):
+            problems += _unknown_keys(package, list_match.group(1), item, f"{path}[{index}]")
+        return problems
+    dict_match = re.fullmatch(r"dict\(str, (.+)\)|dict\[str, (.+)\]", type_name)
+    if dict_match:
+        inner = dict_match.group(1) or dict_match.group(2)
+        if not isinstance(data, dict):
+            return [f"{path}: expected an object"]
+        problems = []
+        for key, value in data.items():
+            problems += _unknown_keys(package, inner, value, f"{path}.{key}")
+        return problems
+    if type_name in ("str", "int", "float", "bool", "datetime", "date", "object"):
+        if type_name == "str" and not isinstance(data, str) and data is not None:
+            if path.endswith("]") and ".sorts[" in path and isinstance(data, dict) and set(data) <= SEARCH_SORT_KEYS:
+                return []
+            return [f"{path}: expected a string, got {type(data).__name__}"]
+        return []
+    model = getattr(package.models, type_name, None)
+    if model is None:
+        return [f"{path}: unknown SDK type {type_name}"]
+    if not isinstance(data, dict):
+        return [f"{path}: expected an object for {type_name}"]
+    by_key = {json_key: attr for attr, json_key in model.attribute_map.items()}
+    problems = [f"{path}.{key}: not a field of {type_name}" for key in data if key not in by_key]
+    for key, value in data.items():
+        if key in by_key:
+            problems += _unknown_keys(package, model.openapi_types[by_key[key]], value, f"{path}.{key}")
+    return problems
+
+
+def _check_batch_upsert(request: CapturedRequest) -> list[str]:
+    body = request.json()
+    problems = _sdk_check(contacts_sdk, "BatchInputSimplePublicObjectBatchInputUpsert", body)
+    inputs = (body or {}).get("inputs") or []
+    if not 1 <= len(inputs) <= HUBSPOT_BATCH_LIMIT:
+        problems.append(f"batch upsert has {len(inputs)} inputs (1..{HUBSPOT_BATCH_LIMIT})")
+    ids = [str(i.get("id", "")).lower() for i in inputs]
+    if len(set(ids)) != len(ids):
+        problems.append("batch upsert repeats an id")
+    for index, item in enumerate(inputs):
+        if item.get("idProperty") != "email":
+            problems.append(f"inputs[{index}].idProperty is {item.get('idProperty')!r}, not 'email'")
+        if "@" not in str(item.get("id", "")):
+            problems.append(f"inputs[{index}].id is not an email")
+    return problems
+
+
+def _check_batch_read(request: CapturedRequest) -> list[str]:
+    body = request.json()
+    problems = _sdk_check(contacts_sdk, "BatchReadInputSimplePublicObjectId", body)
+    inputs = (body or {}).get("inputs") or []
+    if not 1 <= len(inputs) <= HUBSPOT_BATCH_LIMIT:
+        problems.append(f"batch read has {len(inputs)} inputs (1..{HUBSPOT_BATCH_LIMIT})")
+    if (body or {}).get("idProperty") not in (None, "email"):
+        problems.append(f"batch read idProperty {body.get('idProperty')!r}")
+    return problems
+
+
+def _check_search(request: CapturedRequest) -> list[str]:
+    body = request.json()
+    problems = _sdk_check(contacts_sdk, "PublicObjectSearchRequest", body)
+    if int((body or {}).get("limit") or 10) > HUBSPOT_SEARCH_LIMIT:
+        problems.append(f"search limit {body.get('limit')} > {HUBSPOT_SEARCH_LIMIT}")
+    for group in (body or {}).get("filterGroups") or []:
+        for spec in group.get("filters") or []:
+            if spec.get("operator") not in {"EQ", "NEQ", "LT", "LTE", "GT", "GTE", "BETWEEN", "IN", "NOT_IN",
+                                             "HAS_PROPERTY", "NOT_HAS_PROPERTY", "CONTAINS_TOKEN",
+                                             "NOT_CONTAINS_TOKEN"}:
+                problems.append(f"search filter operator {spec.get('operator')!r}")
+    return problems
+
+
+def _check_list(request: CapturedRequest) -> list[str]:
+    limit = int((request.query.get("limit") or ["10"])[0])
+    cap = 50 if request.query.get("propertiesWithHistory") else 100
+    return [f"list limit {limit} > {cap}"] if limit > cap else []
+
+
+def _check_model(package, model_name: str):
+    def check(request: CapturedRequest) -> list[str]:
+        return _sdk_check(package, model_name, request.json())
+    return check
+
+
+def _check_hubspot_token(request: CapturedRequest) -> list[str]:
+    problems = []
+    if not request.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+        problems.append("token request is not form-encoded")
+    form = {k: v[0] for k, v in parse_qs(request.body.decode()).items()}
+    if form.get("grant_type") != "refresh_token":
+        problems.append(f"grant_type {form.get('grant_type')!r}")
+    problems += [f"token request lacks {name}" for name in ("refresh_token", "client_id", "client_secret")
+                 if not form.get(name)]
+    return problems
+
+
+def _no_body(request: CapturedRequest) -> list[str]:
+    return ["GET with a body"] if request.body else []
+
+
+HUBSPOT_ENDPOINTS = (
+    ("POST", r"/crm/v3/objects/contacts/batch/upsert", _check_batch_upsert),
+    ("POST", r"/crm/v3/objects/contacts/batch/read", _check_batch_read),
+    ("POST", r"/crm/v3/objects/contacts/search", _check_search),
+    ("GET", r"/crm/v3/objects/contacts", _check_list),
+    ("GET", r"/crm/v3/properties/contacts", _no_body),
+    ("POST", r"/crm/v3/properties/contacts", _check_model(properties_sdk, "PropertyCreate")),
+    ("POST", r"/crm/v3/properties/contacts/groups", _check_model(properties_sdk, "PropertyGroupCreate")),
+    ("POST", r"/crm/v3/objects/tasks", _check_model(tasks_sdk, "SimplePublicObjectInputForCreate")),
+    ("POST", r"/oauth/v1/token", _check_hubspot_token),
+)
+
+
+def hubspot_violations(requests: list[CapturedRequest]) -> list[str]:
+    problems = []
+    for number, request in enumerate(requests):
+        label = f"#{number} {request.method} {request.path}"
+        check = next((c for method, path, c in HUBSPOT_ENDPOINTS
+                      if method == request.method and re.fullmatch(path, request.path)), None)
+        if check is None:
+            problems.append(f"{label}: not an endpoint the hub may call")
+            continue
+        if request.path.startswith("/crm/") and not request.headers.get("Authorization", "").startswith("Bearer "):
+            problems.append(f"{label}: no Bearer token")
+        problems += [f"{label}: {p}" for p in check(request)]
+    return problems
+
+
+# --- Salesforce -------------------------------------------------------------------------------------
+
+# Field names of the objects the hub writes (REST API Object Reference + the hub's custom fields).
+SALESFORCE_WRITABLE = {
+    "Lead": {"FirstName", "LastName", "Company", "Email", "Phone", "MobilePhone", "Title", "Country", "State",
+             "City", "Website", "NumberOfEmployees", "Industry", "Status", "LeadSource", "Rating", "OwnerId",
+             "Hub_Score__c", "Hub_Grade__c", "Hub_Score_Reasons__c"},
+    "Contact": {"FirstName", "LastName", "Email", "Phone", "MobilePhone", "Title", "MailingCountry", "MailingState",
+                "MailingCity", "OwnerId", "AccountId", "Hub_Score__c", "Hub_Grade__c", "Hub_Score_Reasons__c"},
+}
+TASK_FIELDS = {"WhoId", "Subject", "Description", "ActivityDate", "Status", "Priority", "OwnerId"}
+
+
+def collection_violations(body, method: str) -> list[str]:
+    """An sObject Collections create (POST) or update (PATCH) body."""
+    if not isinstance(body, dict):
+        return ["body is not a JSON object"]
+    problems = [f"unknown top-level key {k!r}" for k in body if k not in ("allOrNone", "records")]
+    if not isinstance(body.get("allOrNone"), bool):
+        problems.append("allOrNone is not a boolean")
+    elif body["allOrNone"]:
+        problems.append("allOrNone is true (one bad record would fail the batch)")
+    records = body.get("records")
+    if not isinstance(records, list) or not 1 <= len(records) <= SALESFORCE_COLLECTION_LIMIT:
+        return problems + [f"records must hold 1..{SALESFORCE_COLLECTION_LIMIT} records"]
+    for index, record in enumerate(records):
+        object_type = (record.get("attributes") or {}).get("type")
+        if object_type not in SALESFORCE_WRITABLE:
+            problems.append(f"records[{index}].attributes.type is {object_type!r}")
+            continue
+        if method == "PATCH" and not re.fullmatch(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?", str(record.get("id", ""))):
+            problems.append(f"records[{index}] has no valid id for an update")
+        if method == "POST" and "id" in record:
+            problems.append(f"records[{index}] carries an id in a create")
+        for name, value in record.items():
+            if name in ("attributes", "id"):
+                continue
+            if name not in SALESFORCE_WRITABLE[object_type]:
+                problems.append(f"records[{index}].{name} is not a writable {object_type} field")
+            if isinstance(value, (dict, list)):
+                problems.append(f"records[{index}].{name} is not a scalar")
+    return problems
+
+
+def _check_collection(request: CapturedRequest) -> list[str]:
+    problems = collection_violations(request.json(), request.method)
+    if not request.headers.get("Content-Type", "").startswith("application/json"):
+        problems.append("collections call is not application/json")
+    return problems
+
+
+def _check_query(request: CapturedRequest) -> list[str]:
+    text = (request.query.get("q") or [""])[0]
+    try:
+        parsed = soql.parse(text)
+    except soql.SoqlError as exc:
+        return [f"SOQL does not parse: {exc}"]
+    problems = []
+    if re.search(r"\d{4}-\d\d-\d\dT[\d:.]+\+0000", text):
+        problems.append("SOQL datetime literal uses +0000 (literals need Z or +hh:mm)")
+    if parsed.object_type not in ("Lead", "Contact"):
+        problems.append(f"query on {parsed.object_type}")
+    return problems
+
+
+def _check_task(request: CapturedRequest) -> list[str]:
+    body = request.json() or {}
+    problems = [f"Task.{k} is not a Task field" for k in body if k not in TASK_FIELDS]
+    problems += [f"Task lacks {k}" for k in ("WhoId", "Subject") if not body.get(k)]
+    return problems
+
+
+def _check_salesforce_token(request: CapturedRequest) -> list[str]:
+    form = {k: v[0] for k, v in parse_qs(request.body.decode()).items()}
+    problems = [] if form.get("grant_type") == "refresh_token" else [f"grant_type {form.get('grant_type')!r}"]
+    return problems + [f"token request lacks {n}" for n in ("refresh_token", "client_id") if not form.get(n)]
+
+
+SALESFORCE_ENDPOINTS = (
+    ("POST", rf"{SALESFORCE_API}/composite/sobjects", _check_collection),
+    ("PATCH", rf"{SALESFORCE_API}/composite/sobjects", _check_collection),
+    ("GET", rf"{SALESFORCE_API}/query/?", _check_query),
+    ("GET", rf"{SALESFORCE_API}/query/[A-Za-z0-9]+-\d+", _no_body),
+    ("GET", rf"{SALESFORCE_API}/sobjects/(Lead|Contact|Task)/describe", _no_body),
+    ("POST", rf"{SALESFORCE_API}/sobjects/Task", _check_task),
+    ("POST", r"/services/oauth2/token", _check_salesforce_token),
+)
+
+
+def salesforce_violations(requests: list[CapturedRequest]) -> list[str]:
+    problems = []
+    for number, request in enumerate(requests):
+        label = f"#{number} {request.method} {request.path}"
+        check = next((c for method, path, c in SALESFORCE_ENDPOINTS
+                      if method == request.method and re.fullmatch(path, request.path)), None)
+        if check is None:
+            problems.append(f"{label}: not an endpoint the hub may call")
+            continue
+        if request.path.startswith(SALESFORCE_API):
+            if not request.headers.get("Authorization", "").startswith("Bearer "):
+                problems.append(f"{label}: no Bearer token")
+            if not request.headers.get("Sforce-Call-Options", "").startswith("client="):
+                problems.append(f"{label}: no Sforce-Call-Options client id")
+        problems += [f"{label}: {p}" for p in check(request)]
+    return problems
