@@ -23,6 +23,7 @@ JOB_TIMEOUT_SECONDS = 600
 EVENT_MAX_ATTEMPTS = 5                  # then the event is 'failed' (see `hub replay --failed`)
 EVENT_RETRY_BACKOFF_SECONDS = (2, 10, 60, 300)
 IDENTITY_RESOLVE_ATTEMPTS = 3           # re-resolutions after a unique-key race (two workers, one person)
+IDENTITY_RESOLVE_ATTEMPTS = 3           # re-resolutions after a unique-key race (two workers, one person)
 
 HTTP_TIMEOUT_SECONDS = 10               # every external call
 RETRY_MAX_ATTEMPTS = 4                  # bounded retries on 429/423/5xx

@@ -15,6 +15,7 @@ PROCESSING_LATENCY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
 EVENTS_PROCESSED = Counter("hub_events_processed_total", "Events processed by workers", ["status"])
+EVENTS_IGNORED = Counter("hub_events_ignored_total", "Events stored but not applied, by reason", ["source", "reason"])
 QUEUE_DEPTH = Gauge("hub_queue_depth", "Jobs waiting in the RQ queue", multiprocess_mode="liveall")
 OUTBOX_PENDING = Gauge("hub_outbox_pending", "Outbox rows not yet done", multiprocess_mode="liveall")
 

@@ -119,6 +119,7 @@ class Contact(Base):
     mql: Mapped[bool] = mapped_column(Boolean, default=False)
     custom: Mapped[dict] = mapped_column(JSON, default=dict)
     field_updated_at: Mapped[dict] = mapped_column(JSON, default=dict)  # field -> epoch ms of the value's change
+    field_sources: Mapped[dict | None] = mapped_column(JSON, default=dict)  # field -> {"system", "event"} (tie-break)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -148,6 +149,20 @@ class Erasure(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class IdentityTombstone(Base):
+    """An identity the CRM deleted: late events about it are ignored; a later change (restore) relinks it."""
+
+    __tablename__ = "identity_tombstone"
+    __table_args__ = (UniqueConstraint("workspace_id", "system", "external_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    system: Mapped[str] = mapped_column(String(20))
+    external_id: Mapped[str] = mapped_column(String(128))
+    contact_id: Mapped[str | None] = mapped_column(String(32))   # the contact it was unlinked from
+    deleted_at_ms: Mapped[int] = mapped_column(BigInteger)        # vendor time of the deletion
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Event(Base):
     """A verified incoming event, stored raw before anything else happens."""
 
@@ -168,6 +183,7 @@ class Event(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    contact_id: Mapped[str | None] = mapped_column(String(32), index=True)  # the contact it was applied to
 
 
 class Activity(Base):

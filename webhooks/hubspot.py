@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 
-from hub.exceptions import PayloadError, SignatureError
+from hub.changes import ContactChange
+from hub.exceptions import PayloadError, SignatureError, UnsupportedEventError
 from webhooks.common import (
     IncomingEvent,
     check_timestamp,
@@ -108,3 +109,108 @@ def parse(body: bytes) -> list[IncomingEvent]:
             account_id=str(item["portalId"]),
         ))
     return events
+
+
+# --- what each event means for the canonical contact (applied by hub.sync.processing) ----------------
+
+SYSTEM = "hubspot"
+OBJECT_TYPE = "contact"
+
+# HubSpot contact property -> canonical contact field; any other property goes to custom attributes.
+PROPERTY_FIELDS = {
+    "email": "email",
+    "firstname": "first_name",
+    "lastname": "last_name",
+    "phone": "phone",
+    "mobilephone": "mobile_phone",
+    "company": "company",
+    "jobtitle": "title",
+    "country": "country",
+    "state": "state",
+    "city": "city",
+    "website": "website",
+    "numemployees": "company_size",
+    "industry": "industry",
+    "lifecyclestage": "lifecycle_stage",
+}
+
+# Properties that carry consent: property -> (channel, whether a true value means granted).
+CONSENT_PROPERTIES = {"hs_email_optout": ("email", False)}
+
+
+def _object_id(value) -> str:
+    if value in (None, ""):
+        raise PayloadError("malformed_payload", "event has no objectId")
+    return str(value)
+
+
+def _base(item: dict, **values) -> ContactChange:
+    return ContactChange(
+        system=SYSTEM, external_id=_object_id(item.get("objectId")), object_type=OBJECT_TYPE,
+        changed_at=from_epoch_ms(item.get("occurredAt")), change_source=item.get("changeSource"),
+        source_id=None if item.get("sourceId") is None else str(item.get("sourceId")), **values)
+
+
+def on_creation(item: dict) -> list[ContactChange]:
+    """Only the id arrives: a contact shell with its identity; properties follow as propertyChange."""
+    return [_base(item)]
+
+
+def on_property_change(item: dict) -> list[ContactChange]:
+    prop = item.get("propertyName")
+    if not prop:
+        raise PayloadError("malformed_payload", "propertyChange without propertyName")
+    value = item.get("propertyValue")
+    value = None if value == "" else value          # HubSpot sends "" when a property is cleared
+    if prop in CONSENT_PROPERTIES:
+        channel, true_means_granted = CONSENT_PROPERTIES[prop]
+        flag = None if value is None else str(value).strip().lower() == "true"
+        consent = {} if flag is None else {channel: flag if true_means_granted else not flag}
+        return [_base(item, consent=consent, custom={prop: value})]
+    field_name = PROPERTY_FIELDS.get(prop)
+    if field_name is None:
+        return [_base(item, custom={prop: value})]
+    return [_base(item, fields={field_name: value})]
+
+
+def on_deletion(item: dict) -> list[ContactChange]:
+    return [_base(item, action="delete")]
+
+
+def on_restore(item: dict) -> list[ContactChange]:
+    return [_base(item)]
+
+
+def on_merge(item: dict) -> list[ContactChange]:
+    """The surviving record may be a new id (newObjectId != primaryObjectId); merged ids stop existing."""
+    primary = item.get("primaryObjectId", item.get("objectId"))
+    change = _base({**item, "objectId": primary}, action="merge")
+    change.merged_external_ids = [str(i) for i in item.get("mergedObjectIds") or () if i not in (None, "")]
+    new_id = item.get("newObjectId")
+    change.new_external_id = str(new_id) if new_id not in (None, "") and str(new_id) != str(primary) else None
+    return [change]
+
+
+def on_privacy_deletion(item: dict) -> list[ContactChange]:
+    return [_base(item, action="erase")]
+
+
+def on_association_change(item: dict) -> list[ContactChange]:
+    """The primary company association is kept in custom attributes; other associations are not tracked."""
+    if item.get("associationType") != "CONTACT_TO_COMPANY":
+        raise UnsupportedEventError("association_not_tracked")
+    if not item.get("isPrimaryAssociation"):
+        raise UnsupportedEventError("non_primary_association")
+    company_id = None if item.get("associationRemoved") else str(item.get("toObjectId"))
+    return [_base({**item, "objectId": item.get("fromObjectId")}, custom={"hubspot_company_id": company_id})]
+
+
+HANDLERS = {
+    "contact.creation": on_creation,
+    "contact.propertyChange": on_property_change,
+    "contact.deletion": on_deletion,
+    "contact.restore": on_restore,
+    "contact.merge": on_merge,
+    "contact.privacyDeletion": on_privacy_deletion,
+    "contact.associationChange": on_association_change,
+}

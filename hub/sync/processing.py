@@ -1,0 +1,304 @@
+"""Turning a stored event into changes of the canonical contact.
+
+`process_event` runs inside the transaction `hub.sync.jobs` opened for the event: the effects and
+the event's status commit together. The event's vendor module (webhooks.registry) maps its kind to
+ContactChange values through `HANDLERS`; each change is applied by action (upsert, delete, erase,
+merge) inside a SAVEPOINT, re-resolved a bounded number of times when a concurrent worker created
+the same person first (unique email / identity). An event that changes nothing is reported by
+raising UnsupportedEventError(reason): jobs.py stores it as 'ignored' with that reason.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from hub import defaults, metrics
+from hub.changes import ContactChange
+from hub.db import is_postgres
+from hub.exceptions import UnsupportedEventError
+from hub.logs import mask_email
+from hub.mappings.transforms import epoch_ms
+from hub.models import Activity, Contact, Event
+from hub.rules.schedule import schedule_evaluation
+from hub.sync import identity
+from hub.sync.apply import (
+    CRM_SYSTEMS,
+    Stamp,
+    apply_values,
+    is_newer,
+    normalise,
+    normalise_phones,
+    phone_candidate,
+    stored_stamp,
+)
+from hub.sync.echo import drop_echoes
+from hub.sync.identity import ExternalId
+from hub.sync.push import schedule_push
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EventContext:
+    """What every change of one event shares."""
+
+    workspace_id: str
+    event: Event
+    change_index: int = 0                  # position of the change being applied (activity keys)
+
+    @property
+    def event_id(self) -> int:
+        return int(self.event.id)
+
+    def fallback_time(self) -> datetime:
+        return self.event.occurred_at or self.event.received_at
+
+
+@dataclass
+class Outcome:
+    """What applying one change did."""
+
+    ignored: str | None = None             # reason, when nothing was applied
+    contact_id: str | None = None
+    changed: set[str] = field(default_factory=set)
+    evaluate: bool = False                 # the contact or its activities changed
+    origin: str | None = None
+
+
+# --- the event ----------------------------------------------------------------------------------
+
+def receiver_module(source: str):
+    from webhooks import registry
+
+    return registry.CRM_RECEIVERS.get(source) or registry.SOURCE_RECEIVERS.get(source)
+
+
+def process_event(session, runtime, event: Event) -> str:
+    """Apply `event` to the canonical contacts; "processed", or raise UnsupportedEventError(reason)."""
+    handler = getattr(receiver_module(event.source), "HANDLERS", {}).get(event.kind)
+    if handler is None:
+        _report_ignored(event, "unknown_kind", f"no handler for {event.source} event {event.kind!r}")
+    try:
+        changes = handler(event.payload or {})
+    except UnsupportedEventError as exc:
+        _report_ignored(event, exc.reason, exc.reason)
+    if not changes:
+        _report_ignored(event, "no_change", "the event carries no contact change")
+    _hold_write_lock(session, event)
+    ctx = EventContext(workspace_id=event.workspace_id, event=event)
+    outcomes = []
+    for index, change in enumerate(changes):
+        ctx.change_index = index
+        outcomes.append(apply_change(session, ctx, change))
+    applied = [o for o in outcomes if o.ignored is None]
+    if not applied:
+        reasons = sorted({o.ignored for o in outcomes if o.ignored})
+        _report_ignored(event, reasons[0] if len(reasons) == 1 else "ignored", ", ".join(reasons))
+    _run_hooks(session, ctx, applied)
+    contact_ids = [o.contact_id for o in applied if o.contact_id]
+    if contact_ids:
+        event.contact_id = contact_ids[-1]
+    return "processed"
+
+
+def _report_ignored(event: Event, reason: str, detail: str) -> None:
+    metrics.EVENTS_IGNORED.labels(source=event.source, reason=reason).inc()
+    logger.info("event %s (%s %s) ignored: %s", event.id, event.source, event.kind, detail)
+    raise UnsupportedEventError(f"{reason}: {detail}" if detail != reason else reason)
+
+
+def _hold_write_lock(session, event: Event) -> None:
+    """SQLite: begin the write transaction now (SQLite locks the database, not rows).
+
+    pysqlite only opens a transaction before DML, and a SAVEPOINT outside one would commit on
+    release; touching the event row first makes every later savepoint nest inside this transaction.
+    PostgreSQL already holds the event row FOR UPDATE (jobs.py).
+    """
+    if not is_postgres(session.get_bind()):
+        session.execute(update(Event).where(Event.id == event.id).values(attempts=Event.attempts)
+                        .execution_options(synchronize_session=False))
+
+
+def _run_hooks(session, ctx: EventContext, outcomes: list[Outcome]) -> None:
+    changed: dict[tuple[str, str], set[str]] = {}
+    evaluate: list[str] = []
+    for outcome in outcomes:
+        if outcome.contact_id is None:
+            continue
+        if outcome.changed:
+            changed.setdefault((outcome.contact_id, outcome.origin or ""), set()).update(outcome.changed)
+        if (outcome.changed or outcome.evaluate) and outcome.contact_id not in evaluate:
+            evaluate.append(outcome.contact_id)
+    live = set(session.scalars(select(Contact.id).where(Contact.id.in_(evaluate)))) if evaluate else set()
+    for (contact_id, origin), fields in changed.items():
+        if contact_id in live:
+            schedule_push(session, ctx.workspace_id, contact_id, fields, origin)
+    for contact_id in evaluate:
+        if contact_id in live:
+            schedule_evaluation(session, ctx.workspace_id, contact_id)
+
+
+# --- one change -----------------------------------------------------------------------------------
+
+def apply_change(session, ctx: EventContext, change: ContactChange) -> Outcome:
+    """Apply one change in a savepoint; a unique-key race with another worker re-resolves (bounded)."""
+    if change.system in CRM_SYSTEMS and change.action == "upsert":
+        change = drop_echoes(session, ctx.workspace_id, change)
+    action = ACTIONS.get(change.action)
+    if action is None:
+        return Outcome(ignored=f"unsupported_action:{change.action}")
+    for attempt in range(1, defaults.IDENTITY_RESOLVE_ATTEMPTS + 1):
+        try:
+            with session.begin_nested():
+                outcome = action(session, ctx, change)
+                session.flush()
+            outcome.origin = change.system
+            return outcome
+        except IntegrityError:
+            if attempt == defaults.IDENTITY_RESOLVE_ATTEMPTS:
+                raise
+            logger.info("event %s: another worker wrote the same person first; resolving again (%s)",
+                        ctx.event_id, attempt)
+    raise AssertionError("unreachable")
+
+
+def _stamp(ctx: EventContext, change: ContactChange) -> Stamp:
+    return Stamp(epoch_ms(change.changed_at or ctx.fallback_time()), ctx.event_id, change.system)
+
+
+def _ref(change: ContactChange, external_id: str | None = None) -> ExternalId | None:
+    external_id = external_id or change.external_id
+    if not external_id:
+        return None
+    return ExternalId(change.system, str(external_id), change.object_type)
+
+
+def upsert(session, ctx: EventContext, change: ContactChange) -> Outcome:
+    """Resolve (or create) the person, then offer every value with its vendor time."""
+    ws = ctx.workspace_id
+    stamp = _stamp(ctx, change)
+    values = normalise(change)
+    email = values.fields.get("email")
+    ref = _ref(change)
+    if identity.erased(session, ws, ref, email, stamp.at_ms):
+        return Outcome(ignored="erased_subject")
+    revived_contact_id = None
+    if ref is not None:
+        if identity.deleted_before(session, ws, ref, stamp.at_ms) is not None:
+            return Outcome(ignored="deleted_identity")
+        revived_contact_id = identity.revive(session, ws, ref)
+    contact = identity.resolve(session, ws, ref, email, phone_candidate(values))
+    if contact is None and revived_contact_id:
+        contact = identity.lock_contact(session, revived_contact_id)
+    created = contact is None
+    if created:
+        contact = identity.new_contact(session, ws)
+    linked = identity.link(session, ws, contact, ref) if ref is not None else False
+    changed = set()
+    if email and email != contact.email and is_newer(stamp, stored_stamp(contact, "email")):
+        changed |= _take_over_email(session, ws, contact, email)
+    normalise_phones(values, values.fields.get("country") or contact.country)
+    changed |= apply_values(contact, values, stamp, consent_source=change.system)
+    activity_added = _add_activity(session, ctx, contact, change)
+    if created:
+        logger.info("event %s: new contact %s (%s)", ctx.event_id, contact.id, mask_email(email))
+    return Outcome(contact_id=contact.id, changed=changed, evaluate=created or linked or activity_added)
+
+
+def _take_over_email(session, ws: str, contact: Contact, email: str) -> set[str]:
+    """The email belongs to another contact: they are one person (emails are unique per workspace)."""
+    holder = identity.by_email(session, ws, email)
+    if holder is None or holder.id == contact.id:
+        return set()
+    logger.info("contact %s and %s share %s: merging", contact.id, holder.id, mask_email(email))
+    return identity.merge_contacts(session, contact, holder)
+
+
+def _add_activity(session, ctx: EventContext, contact: Contact, change: ContactChange) -> bool:
+    spec = change.activity
+    if spec is None:
+        return False
+    # Deterministic per (event, change): a re-run or a savepoint retry finds the row it wrote before.
+    key = f"event:{ctx.event_id}:{spec.kind}" + (f":{ctx.change_index}" if ctx.change_index else "")
+    exists = session.scalar(select(Activity.id).where(
+        Activity.workspace_id == ctx.workspace_id, Activity.idempotency_key == key))
+    if exists is not None:
+        return False
+    session.add(Activity(workspace_id=ctx.workspace_id, contact_id=contact.id, kind=spec.kind,
+                         occurred_at=spec.occurred_at or change.changed_at or ctx.fallback_time(),
+                         properties=dict(spec.properties), event_id=ctx.event_id, idempotency_key=key))
+    return True
+
+
+def delete(session, ctx: EventContext, change: ContactChange) -> Outcome:
+    """The CRM deleted its record: unlink the identity; the canonical contact stays (DESIGN)."""
+    ref = _ref(change)
+    if ref is None:
+        return Outcome(ignored="no_external_id")
+    contact_id = identity.unlink(session, ctx.workspace_id, ref, _stamp(ctx, change).at_ms)
+    return Outcome(contact_id=contact_id, evaluate=contact_id is not None)
+
+
+def erase(session, ctx: EventContext, change: ContactChange) -> Outcome:
+    """Privacy deletion: erase the person's data, remember only one-way hashes of their identifiers."""
+    ws = ctx.workspace_id
+    ref = _ref(change)
+    if ref is None:
+        return Outcome(ignored="no_external_id")
+    subjects = {identity.identity_subject(ref.system, ref.external_id)}
+    contact = identity.by_identity(session, ws, ref)
+    if contact is None:
+        stone = identity.tombstone(session, ws, ref)
+        contact = identity.lock_contact(session, stone.contact_id) if stone and stone.contact_id else None
+    if contact is not None:
+        subjects |= identity.erase_contact(session, contact, keep_event_id=ctx.event_id)
+    identity.forget_tombstones(session, ws, ref)
+    identity.record_erasure(session, ws, subjects)
+    logger.info("event %s: erased %s subject(s)%s", ctx.event_id, len(subjects),
+                f" of contact {contact.id}" if contact is not None else " (no contact known)")
+    return Outcome(contact_id=None)
+
+
+def merge(session, ctx: EventContext, change: ContactChange) -> Outcome:
+    """A CRM merge: every id involved becomes an identity of one canonical contact."""
+    ws = ctx.workspace_id
+    primary = _ref(change)
+    if primary is None:
+        return Outcome(ignored="no_external_id")
+    refs = [primary] + [_ref(change, i) for i in change.merged_external_ids]
+    if change.new_external_id:
+        refs.append(_ref(change, change.new_external_id))
+    refs = [r for r in refs if r is not None and not identity.erased(session, ws, r, None, 0)]
+    linked = identity.contacts_of(session, ws, refs)
+    contacts = {c.id: c for c in identity.lock_many(session, set(linked.values()))}
+    # The primary record's contact survives (it holds the history), else the new record's, else any.
+    preferred = [primary] + ([_ref(change, change.new_external_id)] if change.new_external_id else [])
+    survivor_id = next((linked[r.external_id] for r in preferred if linked.get(r.external_id) in contacts),
+                       None) or next(iter(sorted(contacts)), None)
+    survivor = contacts[survivor_id] if survivor_id else identity.new_contact(session, ws)
+    changed: set[str] = set()
+    for contact_id in sorted(contacts):
+        if contact_id != survivor.id:
+            changed |= identity.merge_contacts(session, survivor, contacts[contact_id])
+    for ref in refs:
+        identity.link(session, ws, survivor, ref)
+        identity.forget_tombstones(session, ws, ref)
+    return Outcome(contact_id=survivor.id, changed=changed, evaluate=True)
+
+
+def ignore(session, ctx: EventContext, change: ContactChange) -> Outcome:
+    return Outcome(ignored="ignored_by_handler")
+
+
+ACTIONS = {
+    "upsert": upsert,
+    "associate": upsert,
+    "delete": delete,
+    "erase": erase,
+    "merge": merge,
+    "ignore": ignore,
+}
