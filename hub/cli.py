@@ -196,55 +196,52 @@ def replay_command(event_id, failed):
 
 @main.command("serve")
 @click.option("--port", type=int, default=None, help="defaults to HUB_PORT (8000)")
-@click.option("--workers", type=int, default=1, help="RQ workers to start")
+@click.option("--host", default="0.0.0.0", show_default=True, help="address gunicorn binds")
+@click.option("--workers", type=int, default=1, show_default=True, help="RQ workers to start")
+@click.option("--web-workers", type=int, default=2, show_default=True, help="gunicorn worker processes")
 @with_appcontext
-def serve_command(port, workers):
+def serve_command(port, host, workers, web_workers):
     """Web + relay + worker in one process tree (the embedded default needs no services)."""
     from hub.migrate import upgrade
+    from hub.supervisor import ProcessTree, fresh_metrics_dir
 
-    runtime = current_runtime()
-    port = port or runtime.settings.port
-    upgrade(runtime.settings.database_url)
-    env = dict(os.environ, HUB_REDIS_URL=runtime.redis_url, HUB_PORT=str(port),
-               HUB_INSTANCE_DIR=runtime.settings.instance_dir,
-               HUB_ENCRYPTION_KEYS=",".join(runtime.settings.encryption_keys),
-               HUB_DATABASE_URL=runtime.settings.database_url)
-    hub_cmd = [sys.executable, "-m", "hub.cli"]
-    children = [subprocess.Popen(hub_cmd + ["relay"], env=env)]
-    children += [subprocess.Popen(hub_cmd + ["worker"], env=env) for _ in range(workers)]
-    children.append(subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"0.0.0.0:{port}", "--workers", "2", "--threads", "4",
-         "--worker-class", "gthread", "--timeout", "30", "--access-logfile", "-", "wsgi:app"],
-        env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    base = runtime.settings.public_url or f"http://127.0.0.1:{port}"
-    click.echo(f"hub: serving on {base} (database {runtime.settings.database_url.split('://')[0]}, "
-               f"redis {'embedded' if not runtime.settings.redis_url else 'external'})")
+    settings = current_runtime().settings
+    port = port or settings.port
+    upgrade(settings.database_url)
+    tree = ProcessTree(env=dict(
+        os.environ, HUB_PORT=str(port), HUB_INSTANCE_DIR=settings.instance_dir,
+        HUB_ENCRYPTION_KEYS=",".join(settings.encryption_keys), HUB_DATABASE_URL=settings.database_url,
+        PROMETHEUS_MULTIPROC_DIR=fresh_metrics_dir(settings.instance_dir)))
+    try:
+        tree.env["HUB_REDIS_URL"] = settings.redis_url or tree.start_embedded_redis(settings.instance_dir)
+        hub_cmd = [sys.executable, "-m", "hub.cli"]
+        tree.start("relay", hub_cmd + ["relay"])
+        for number in range(workers):
+            tree.start(f"worker-{number + 1}", hub_cmd + ["worker"])
+        tree.start("web", [sys.executable, "-m", "gunicorn", "-c", "python:hub.gunicorn_config",
+                           "--bind", f"{host}:{port}", "--workers", str(web_workers), "wsgi:app"])
+    except BaseException:
+        tree.stop()
+        raise
+    _print_urls(settings, port)
+    sys.exit(_supervise(tree))
+
+
+def _print_urls(settings, port: int) -> None:
+    base = settings.public_url or f"http://127.0.0.1:{port}"
+    click.echo(f"hub: serving on {base} (database {settings.database_url.split(':')[0]}, "
+               f"redis {'external' if settings.redis_url else 'embedded'})")
     click.echo(f"post webhooks to:\n  HubSpot     {base}/webhooks/hubspot\n"
                f"  Salesforce  {base}/webhooks/salesforce/<source_key>\n"
                f"  forms       {base}/webhooks/forms/<source_key>\n"
                f"  shops       {base}/webhooks/shops/<source_key>\n"
-               f"health: {base}/healthz  ready: {base}/readyz  metrics: {base}/metrics")
-    _supervise(children)
+               f"health: {base}/healthz  ready: {base}/readyz  metrics: {base}/metrics\n"
+               "Ctrl-C stops everything.")
 
 
-def _supervise(children) -> None:
-    def stop(*_):
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-    finally:
-        stop()
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+def _supervise(tree) -> int:
+    """Run until Ctrl-C/SIGTERM or a child dies; every child is stopped before this returns."""
+    return tree.run()
 
 
 if __name__ == "__main__":

