@@ -15,7 +15,7 @@ from sqlalchemy import select
 from hub.connectors.base import CrmConnector, CrmRecord, WriteResult
 from hub.db import transaction
 from hub.exceptions import RetriableError
-from hub.models import Contact, EchoLedger, Identity, Outbox, PendingPush, SyncLog, utcnow
+from hub.models import Connection, Contact, EchoLedger, Identity, Outbox, PendingPush, SyncLog, utcnow
 from hub.sync import echo, push, relay
 
 _ids = itertools.count(1)
@@ -65,6 +65,16 @@ class MemoryCrm(CrmConnector):
     def find_by_email(self, emails):
         self.calls.append(("find_by_email", len(emails)))
         return {r["Email"]: CrmRecord("Lead", i, dict(r)) for i, r in self.records.items() if r.get("Email") in emails}
+
+
+@pytest.fixture(autouse=True)
+def connections(runtime, workspace):
+    from hub import admin
+
+    ws = workspace["workspace_id"]
+    admin.connect(runtime, ws, "hubspot", "62515", {"access_token": "t"}, {"app_id": "54321"})
+    admin.connect(runtime, ws, "salesforce", "00D5g000004ABCDEA2", {"access_token": "t"},
+                  {"instance_url": "http://127.0.0.1:1", "integration_user_id": "0055g00000INTEGRAT"})
 
 
 @pytest.fixture
@@ -229,6 +239,18 @@ def test_contact_changed_during_the_push_is_pushed_again(runtime, workspace, crm
     with transaction(runtime.engine) as session:
         row = session.scalar(select(PendingPush))
         assert row is not None and row.claimed_until is None
+
+
+def test_nothing_is_scheduled_when_the_origin_is_the_only_crm(runtime, workspace):
+    ws = workspace["workspace_id"]
+    [contact_id] = _contacts(runtime, ws, 1)
+    with transaction(runtime.engine) as session:
+        session.execute(Connection.__table__.delete().where(Connection.kind == "salesforce"))
+        push.schedule_push(session, ws, contact_id, {"title"}, "hubspot")
+        push.schedule_push(session, ws, contact_id, {"title"}, "form")
+    with transaction(runtime.engine) as session:
+        assert session.scalar(select(PendingPush.fields)) == ["title"]
+        assert session.scalar(select(PendingPush.origins)) == ["form"]
 
 
 def test_relay_sends_sync_rows_to_the_sync_job():
