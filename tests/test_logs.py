@@ -24,6 +24,7 @@ def test_personal_data_and_secrets_are_masked(text, hidden):
     "127.0.0.1 - - GET /healthz",
     "occurred 2026-11-26 00:19:56 UTC",
     "event 1246965 stored",
+    "job 225d29d7-2f7d-48e2-895b-123456789012 done",
 ])
 def test_addresses_ports_dates_and_short_ids_stay_readable(text):
     assert mask(text) == text
