@@ -123,7 +123,9 @@ class HubSpotConnector(CrmConnector):
                 failed.append(WriteResult(key=record.id or "", id=record.id, ok=False, error_code="MISSING_EMAIL",
                                           error_message="HubSpot upsert needs an email", object_type="contact"))
                 continue
-            inputs.setdefault(email, {}).update({k: to_hubspot_value(v) for k, v in record.properties.items()})
+            # the email is the upsert id; it is not sent again as a property
+            inputs.setdefault(email, {}).update({k: to_hubspot_value(v) for k, v in record.properties.items()
+                                                 if k != self.id_property})
         return inputs, failed
 
     def _upsert_batch(self, inputs: dict[str, dict]) -> list[WriteResult]:

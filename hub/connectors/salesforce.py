@@ -120,30 +120,39 @@ class SalesforceConnector(CrmConnector):
     # --- writes ----------------------------------------------------------------------------------
 
     def batch_upsert(self, records: list[CrmRecord]) -> list[WriteResult]:
-        """Update the people who exist (by id, else by email), create Leads for the others."""
+        """Update the people who exist (by id, else by email), create Leads for the others.
+
+        Results come back in input order, keyed by the record id, else the email as given.
+        """
         by_email: dict[str, CrmRecord] = {}
+        keys: dict[str, str] = {}                               # lower-case email -> the caller's key
         planned: list[tuple[str, str, str | None, dict]] = []   # (key, object, id, fields)
-        results: list[WriteResult] = []
+        order: list[str | None] = []
         for record in records:
             if record.id:
                 planned.append((record.id, record.object_type, record.id, dict(record.properties)))
+                order.append(record.id)
                 continue
-            email = (record.properties.get("Email") or "").strip().lower()
+            email = (record.properties.get("Email") or "").strip()
             if not email:
-                results.append(WriteResult(key="", id=None, ok=False, error_code="MISSING_EMAIL",
-                                           error_message="a Salesforce upsert needs an Email or an Id"))
+                order.append(None)
                 continue
-            merged = by_email.setdefault(email, CrmRecord(record.object_type, None, {}))
+            keys.setdefault(email.lower(), email)
+            order.append(keys[email.lower()])
+            merged = by_email.setdefault(email.lower(), CrmRecord(record.object_type, None, {}))
             merged.properties.update(record.properties)
         existing = self.find_by_email(list(by_email)) if by_email else {}
         for email, record in by_email.items():
             found = existing.get(email)
             if found is None:
-                planned.append((email, "Lead", None, record.properties))
+                planned.append((keys[email], "Lead", None, record.properties))
             else:
-                planned.append((email, found.object_type, found.id, record.properties))
-        results.extend(self._write_planned(planned))
-        return self._retry_duplicates(results, by_email)
+                planned.append((keys[email], found.object_type, found.id, record.properties))
+        results = self._retry_duplicates(self._write_planned(planned), by_email, keys)
+        by_key = {r.key: r for r in results}
+        missing = WriteResult(key="", id=None, ok=False, error_code="MISSING_EMAIL",
+                              error_message="a Salesforce upsert needs an Email or an Id")
+        return [by_key[key] if key is not None else missing for key in order]
 
     def _write_planned(self, planned: list[tuple[str, str, str | None, dict]]) -> list[WriteResult]:
         creates = [(key, obj, None, prepare_fields(obj, fields, creating=True))
@@ -177,13 +186,16 @@ class SalesforceConnector(CrmConnector):
         return [save_result(key, obj, record_id, row)
                 for (key, obj, record_id, _fields), row in zip(batch, saved or [])]
 
-    def _retry_duplicates(self, results: list[WriteResult], by_email: dict[str, CrmRecord]) -> list[WriteResult]:
+    def _retry_duplicates(self, results: list[WriteResult], by_email: dict[str, CrmRecord],
+                          keys: dict[str, str]) -> list[WriteResult]:
         """A create refused as a duplicate (someone created the person meanwhile): update it instead."""
-        duplicates = [r.key for r in results if not r.ok and r.error_code == "DUPLICATES_DETECTED" and r.key in by_email]
+        emails = {key.lower(): key for key in keys.values()}
+        duplicates = [r.key.lower() for r in results
+                      if not r.ok and r.error_code == "DUPLICATES_DETECTED" and r.key.lower() in emails]
         if not duplicates:
             return results
         found = self.find_by_email(duplicates)
-        retry = [(email, found[email].object_type, found[email].id, by_email[email].properties)
+        retry = [(emails[email], found[email].object_type, found[email].id, by_email[email].properties)
                  for email in duplicates if email in found]
         retried = {r.key: r for r in self._write_planned(retry)}
         return [retried.get(r.key, r) for r in results]

@@ -155,6 +155,11 @@ def top_reasons(fired: list[Fired], limit: int = 3) -> list[dict]:
     return reasons
 
 
-def format_reasons(reasons: list[dict]) -> str:
-    """One line for a CRM text field: `Demo request +40; VP or C-level title +20`."""
-    return "; ".join(f"{r['label']} {'+' if r['points'] >= 0 else ''}{r['points']:g}" for r in reasons)
+def reason_text(reason: dict) -> str:
+    """`Demo requested +55`: how one reason reads in the CRM."""
+    return f"{reason['label']} {'+' if reason['points'] >= 0 else ''}{reason['points']:g}"
+
+
+def format_reasons(reasons: list) -> str:
+    """One line for a CRM text field: `Demo request +40; Pricing page visits +10` (dicts or texts)."""
+    return "; ".join(r if isinstance(r, str) else reason_text(r) for r in reasons)

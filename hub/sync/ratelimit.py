@@ -1,6 +1,7 @@
 """Rate limits shared by every worker: a token bucket in Redis, and Salesforce's API reserve.
 
-`TokenBucket` holds `limit` tokens per `window`; a spent token comes back exactly one window
+`TokenBucket` holds `limit` tokens per `window`; a spent token comes back one window (plus
+RATE_LIMIT_MARGIN_SECONDS, for the jitter between the grant and the call reaching the vendor)
 after it was spent. That is HubSpot's own rule (a rolling 10-second window), so N workers
 together never send more than `limit` calls in any window of that length. The bucket is one
 Redis sorted set of grant times, checked and updated by one Lua script (atomic), timed by
@@ -76,7 +77,9 @@ class TokenBucket:
 
     def __init__(self, conn: redis.Redis, key: str, rate: Rate,
                  max_wait: float = defaults.RATE_LIMIT_MAX_WAIT_SECONDS,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 margin: float = defaults.RATE_LIMIT_MARGIN_SECONDS):
+        self.margin = margin
         self.conn = conn
         self.key = key
         self.rate = rate
@@ -85,7 +88,7 @@ class TokenBucket:
         self._script = conn.register_script(_ACQUIRE_LUA)
 
     def try_acquire(self) -> Grant:
-        window_us = int(self.rate.window_seconds * 1_000_000)
+        window_us = int((self.rate.window_seconds + self.margin) * 1_000_000)
         try:
             granted, now_us, wait_us = self._script(keys=[self.key],
                                                     args=[self.rate.limit, window_us, uuid.uuid4().hex])

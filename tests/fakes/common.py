@@ -40,6 +40,7 @@ class CapturedRequest:
     body: bytes
     status: int = 0
     at: float = 0.0
+    response_headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None

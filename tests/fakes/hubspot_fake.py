@@ -91,7 +91,12 @@ class HubSpotFake:
     def __init__(self, *, portal_id: int = PORTAL_ID, app_id: int = APP_ID, app_secret: str = APP_SECRET,
                  access_token: str = "hub-initial-access-token", hub_properties: bool = True,
                  clock: FakeClock | None = None, faults: FaultPlan | None = None,
-                 rate: tuple[int, float] = (110, 10.0), search_rate: tuple[int, float] = (5, 1.0)):
+                 rate: tuple[int, float] = (110, 10.0), search_rate: tuple[int, float] = (5, 1.0),
+                 strict_batches: bool = False):
+        """`strict_batches`: an input naming a property that does not exist fails the whole batch
+        with 400 (as HubSpot answers for PROPERTY_DOESNT_EXIST) instead of a 207 error."""
+        self.strict_batches = strict_batches
+        self.issued_token_calls: int | None = None     # calls a freshly issued token allows (None: unlimited)
         self.portal_id = portal_id
         self.app_id = app_id
         self.app_secret = app_secret
@@ -170,8 +175,9 @@ class HubSpotFake:
         with self.lock:
             self.requests.append(captured)
         response = self._dispatch(request, body)
-        captured.status = response.status_code
         response.headers["X-HubSpot-Correlation-Id"] = str(uuid.uuid4())
+        captured.status = response.status_code
+        captured.response_headers = dict(response.headers)
         return response(environ, start_response)
 
     def _dispatch(self, request: Request, body: bytes) -> Response:
@@ -231,7 +237,7 @@ class HubSpotFake:
                 return _json({"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token",
                               "correlationId": str(uuid.uuid4())}, 400)
             access_token = f"fake-hs-access-{next(self._issued)}"
-            self.tokens[access_token] = {"expires_at": self.clock.now() + 1800, "calls_left": None}
+            self.tokens[access_token] = {"expires_at": self.clock.now() + 1800, "calls_left": self.issued_token_calls}
         return _json({"token_type": "bearer", "refresh_token": REFRESH_TOKEN, "access_token": access_token,
                       "expires_in": 1800})
 
@@ -246,6 +252,14 @@ class HubSpotFake:
         ids = [str(i.get("id", "")).lower() for i in inputs]
         if len(set(ids)) != len(ids):
             return self._error(400, "VALIDATION_ERROR", "Duplicate IDs found in batch input")
+        if self.strict_batches:
+            for item in inputs:
+                unknown = [n for n in (item.get("properties") or {}) if n not in self.properties]
+                if unknown:
+                    problem = {"isValid": False, "message": f'Property "{unknown[0]}" does not exist',
+                               "error": "PROPERTY_DOESNT_EXIST", "name": unknown[0]}
+                    return self._error(400, "VALIDATION_ERROR", "Property values were not valid: "
+                                       + json.dumps([problem], separators=(",", ":")))
         results, errors = [], []
         for item, email in zip(inputs, ids):
             if item.get("idProperty") != "email":
@@ -491,8 +505,8 @@ class HubSpotFake:
                               "correlationId": str(uuid.uuid4()), "policyName": policy,
                               "requestId": str(uuid.uuid4())}, 429)
         else:
-            response = self._error(status, "INTERNAL_ERROR" if status >= 500 else "LOCKED",
-                                   "injected failure")
+            category = {423: "LOCKED"}.get(status, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR")
+            response = self._error(status, category, "injected failure")
         if fault.get("retry_after") is not None:
             response.headers["Retry-After"] = str(fault["retry_after"])
         return response

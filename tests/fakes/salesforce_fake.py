@@ -129,6 +129,8 @@ class SalesforceFake:
         self.api_used = api_used
         self.block_duplicates = block_duplicates
         self.integration_user = integration_user
+        self.issued_token_calls: int | None = None     # calls a freshly issued token allows (None: unlimited)
+        self.before_dispatch = None                    # callable(request): a test's hook, e.g. a concurrent edit
         self.base_url = ""
         self.lock = threading.RLock()
         self.records: dict[str, dict[str, dict]] = {name: {} for name in PREFIXES}
@@ -203,6 +205,7 @@ class SalesforceFake:
             self.requests.append(captured)
         response = self._dispatch(request, body)
         captured.status = response.status_code
+        captured.response_headers = dict(response.headers)
         return response(environ, start_response)
 
     def _dispatch(self, request: Request, body: bytes) -> Response:
@@ -213,6 +216,8 @@ class SalesforceFake:
             return _errors(404, "NOT_FOUND", "The requested resource does not exist")
         if endpoint == "token":
             return self.token(request)
+        if self.before_dispatch is not None:
+            self.before_dispatch(request)
         if not self._authenticated(request):
             return _errors(401, "INVALID_SESSION_ID", "Session expired or invalid")
         with self.lock:
@@ -262,7 +267,7 @@ class SalesforceFake:
                 return _json({"error": "invalid_grant", "error_description": "expired access/refresh token"}, 400)
             issued = self.clock.now_ms()
             access_token = f"00D5g000004ABCD!fake-refreshed-{next(self._counter)}"
-            self.tokens[access_token] = {"expires_at": None, "calls_left": None}
+            self.tokens[access_token] = {"expires_at": None, "calls_left": self.issued_token_calls}
         return _json({"access_token": access_token, "signature": "fake-signature=", "scope": "refresh_token api",
                       "instance_url": self.base_url, "id": f"{self.base_url}/id/{ORG_ID}/{self.integration_user}",
                       "token_type": "Bearer", "issued_at": str(issued)})

@@ -1,0 +1,58 @@
+"""Where a workspace's notices go (Slack or email), and sending one; a log line when none is set.
+
+The channel's settings are validated by the kind's marshmallow schema and stored encrypted (one
+Fernet token) in `workspace.settings["notice"]`; they are only decrypted to send.
+"""
+from __future__ import annotations
+
+import logging
+
+from hub.connectors.notice import Notice, notice_kinds
+from hub.db import transaction
+from hub.exceptions import FatalError
+from hub.logs import mask
+from hub.models import Workspace
+
+logger = logging.getLogger(__name__)
+
+SETTINGS_KEY = "notice"
+
+
+def configure_notice(runtime, workspace_id: str, kind: str, settings: dict) -> dict:
+    """Validate and store the channel; returns the settings with secrets masked."""
+    kinds = notice_kinds()
+    if kind not in kinds:
+        raise FatalError(f"unknown notice kind {kind}; one of {', '.join(sorted(kinds))}", code="UNKNOWN_KIND")
+    validated = kinds[kind](settings).settings
+    with transaction(runtime.engine) as session:
+        workspace = session.get(Workspace, workspace_id)
+        if workspace is None:
+            raise FatalError(f"no workspace {workspace_id}", code="NOT_FOUND")
+        workspace.settings = {**(workspace.settings or {}),
+                              SETTINGS_KEY: {"kind": kind, "settings": runtime.vault.encrypt(validated)}}
+    return kinds[kind].masked_settings(validated)
+
+
+def channel_for(runtime, workspace_id: str):
+    """The workspace's NoticeKind instance, or None when no channel is configured."""
+    with transaction(runtime.engine) as session:
+        workspace = session.get(Workspace, workspace_id)
+        entry = ((workspace.settings or {}) if workspace else {}).get(SETTINGS_KEY)
+    if not entry:
+        return None
+    kind = notice_kinds().get(entry["kind"])
+    if kind is None:
+        raise FatalError(f"unknown notice kind {entry['kind']}", code="UNKNOWN_KIND")
+    return kind(runtime.vault.decrypt_json(entry["settings"]))
+
+
+def send_notice(runtime, workspace_id: str, notice: Notice) -> str:
+    """Send through the configured channel; returns its kind, or "log" when there is none."""
+    channel = channel_for(runtime, workspace_id)
+    if channel is None:
+        logger.info("notice (no channel configured) workspace=%s: %s - %s", workspace_id, notice.subject,
+                    mask(notice.text))
+        return "log"
+    channel.send(notice)
+    logger.info("notice sent via %s workspace=%s: %s", channel.kind, workspace_id, notice.subject)
+    return channel.kind
