@@ -23,7 +23,6 @@ JOB_TIMEOUT_SECONDS = 600
 EVENT_MAX_ATTEMPTS = 5                  # then the event is 'failed' (see `hub replay --failed`)
 EVENT_RETRY_BACKOFF_SECONDS = (2, 10, 60, 300)
 IDENTITY_RESOLVE_ATTEMPTS = 3           # re-resolutions after a unique-key race (two workers, one person)
-IDENTITY_RESOLVE_ATTEMPTS = 3           # re-resolutions after a unique-key race (two workers, one person)
 
 HTTP_TIMEOUT_SECONDS = 10               # every external call
 RETRY_MAX_ATTEMPTS = 4                  # bounded retries on 429/423/5xx
@@ -59,6 +58,9 @@ RULES_EFFECT_BACKOFF_SECONDS = (5, 30, 120, 600)
 RULES_SLA_BATCH = 200                   # overdue assignments handled per SLA pass
 RULES_DRY_RUN_BATCH = 1000              # contacts per chunk in `hub rules dry-run`
 RULES_REASONS_MAX_CHARS = 250           # CRM text field limit for the reasons line
+RULES_EFFECT_DELAY_SECONDS = 0.5        # effects wait this long after the sync push's coalescing window
+RULES_DECAY_INTERVAL_SECONDS = 3600     # the periodic decay pass runs this often per workspace
+RULES_SLA_INTERVAL_SECONDS = 300        # the SLA pass runs this often per workspace
 
 # Two-way CRM sync (hub/sync/push.py, engine.py, echo.py, backfill.py, polling.py)
 SYNC_PUSH_COALESCE_SECONDS = 0.5        # a contact's edits within this window become one write
