@@ -5,6 +5,7 @@ import copy
 import json
 import threading
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from click.testing import CliRunner
@@ -39,8 +40,10 @@ def form_path(runtime, workspace):
     return add_source(runtime, workspace, "generic", FORM_SECRET)
 
 
-def form_body(**data) -> bytes:
+def form_body(timestamp: str | None = None, **data) -> bytes:
     document = copy.deepcopy(fixture_json("standard-webhooks/form.submitted__demo-request.json"))
+    if timestamp:
+        document["timestamp"] = timestamp
     for name, value in data.items():
         if value is None:
             document["data"].pop(name, None)
@@ -107,6 +110,22 @@ def test_replaying_a_form_event_adds_no_second_activity(client, runtime, workspa
     assert count(runtime, Activity) == 1
 
 
+@pytest.mark.parametrize("submitted, recreated", [
+    (timedelta(days=-1), False),     # a late delivery of a submission made before the erasure
+    (timedelta(minutes=5), True),    # the person comes back after the erasure: a new relationship
+])
+def test_an_erased_email_comes_back_only_through_a_newer_submission(client, runtime, hubspot_connection, workspace,
+                                                                   form_path, submitted, recreated):
+    deliver_and_run(client, runtime, hubspot_items("contact.propertyChange__profile"))
+    deliver_and_run(client, runtime, hubspot_items("contact.privacyDeletion__sample", objectId=JANE))
+    at = (datetime.now(timezone.utc) + submitted).isoformat()
+    submit(client, form_path, form_body(timestamp=at, email="jane.doe@example.com"))
+    run_pipeline(runtime)
+    emails = [c.email for c in contacts(runtime, ws(workspace))]
+    assert emails == ([None, "jane.doe@example.com"] if recreated else [None])
+    assert events(runtime)[-1].status == ("processed" if recreated else "ignored")
+
+
 # --- races between workers ----------------------------------------------------------------------------
 
 def test_concurrent_workers_creating_one_person_make_one_contact(client, runtime, workspace, form_path):
@@ -130,6 +149,26 @@ def test_concurrent_workers_creating_one_person_make_one_contact(client, runtime
     [contact] = contacts(runtime, ws(workspace))
     assert contact.email == "race@example.com"
     assert count(runtime, Activity) == workers
+
+
+def test_one_event_handed_to_several_workers_at_once_is_applied_once(client, runtime, workspace, form_path):
+    submit(client, form_path, form_body(email="twice@example.com"))
+    [event] = events(runtime)
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def work() -> None:
+        barrier.wait()
+        outcomes.append(jobs.process_one(runtime, event.id)[0])
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert "processed" in outcomes and set(outcomes) <= {"processed", "skipped"}
+    assert len(contacts(runtime, ws(workspace))) == 1 and count(runtime, Activity) == 1
+    assert events(runtime)[0].status == "processed"
 
 
 def test_a_unique_email_race_is_resolved_again_inside_a_savepoint(postgres_url, client, runtime, workspace,

@@ -106,3 +106,145 @@ def load_json(body: bytes):
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError("malformed_json", "body is not valid JSON") from exc
+
+
+MAX_DEDUPE_KEY = 255    # hub.models.Event.dedupe_key length
+
+
+def bounded_key(*parts) -> str:
+    """Join parts into a dedupe key; past the column length the tail is replaced by its hash."""
+    key = ":".join("" if part is None else str(part) for part in parts)
+    if len(key) <= MAX_DEDUPE_KEY:
+        return key
+    return f"{parts[0]}:sha256:{sha256_hex(key)}"
+
+
+def key_hash(value: str) -> str:
+    """A short stable stand-in for a value that must not be stored as is (e.g. a source key)."""
+    return sha256_hex(value)[:16]
+
+
+def verify_hmac(expected: str, given: str | None) -> None:
+    if not given:
+        raise SignatureError("missing_signature")
+    if not signatures_match(expected, given):
+        raise SignatureError("bad_signature")
+
+
+# --- form answers -----------------------------------------------------------------------------------
+# Form sources name fields freely ("Work email", "First Name", "job_title"). Labels are compared
+# after lower-casing and collapsing punctuation to "_"; values are passed through untouched
+# (processing normalises them).
+
+FORM_FIELD_ALIASES = {
+    "email": ("email", "e_mail", "email_address", "work_email", "business_email", "your_email", "mail"),
+    "first_name": ("first_name", "firstname", "first", "given_name", "fname", "forename"),
+    "last_name": ("last_name", "lastname", "last", "surname", "family_name", "lname"),
+    "phone": ("phone", "phone_number", "telephone", "telephone_number", "tel", "work_phone", "business_phone"),
+    "mobile_phone": ("mobile_phone", "mobile", "mobile_number", "cell", "cell_phone", "mobilephone"),
+    "company": ("company", "company_name", "organization", "organisation", "organization_name",
+                "organisation_name", "business_name", "employer"),
+    "title": ("title", "job_title", "jobtitle", "role", "position", "job_role"),
+    "country": ("country", "country_code", "country_region"),
+    "state": ("state", "province", "region", "state_province", "county"),
+    "city": ("city", "town"),
+    "website": ("website", "company_website", "web_site", "homepage"),
+    "company_size": ("company_size", "employees", "number_of_employees", "num_employees", "numemployees",
+                     "employee_count", "team_size", "headcount", "company_employees"),
+    "industry": ("industry", "sector"),
+}
+FULL_NAME_LABELS = frozenset({"name", "full_name", "fullname", "your_name", "contact_name"})
+CONSENT_ALIASES = {
+    "email": ("consent", "email_consent", "consent_email", "marketing_consent", "email_opt_in", "opt_in",
+              "newsletter", "subscribe", "accepts_marketing", "marketing_opt_in"),
+    "sms": ("sms_consent", "consent_sms", "sms_opt_in", "text_opt_in"),
+}
+_LABEL_TO_FIELD = {alias: name for name, aliases in FORM_FIELD_ALIASES.items() for alias in aliases}
+_LABEL_TO_CONSENT = {alias: channel for channel, aliases in CONSENT_ALIASES.items() for alias in aliases}
+_TRUE = frozenset({"true", "on", "yes", "y", "1", "checked", "agree", "accepted"})
+_FALSE = frozenset({"false", "off", "no", "n", "0", ""})
+
+
+def label_key(label) -> str:
+    """'Work E-mail ' -> 'work_e_mail'; the key unknown answers are kept under in `custom`."""
+    out, gap = [], False
+    for char in str(label).strip().lower():
+        if char.isalnum():
+            if gap and out:
+                out.append("_")
+            out.append(char)
+            gap = False
+        else:
+            gap = True
+    return "".join(out)
+
+
+def form_field_for(label) -> str | None:
+    """The canonical field a form label stands for, if any."""
+    return _LABEL_TO_FIELD.get(label_key(label))
+
+
+def truthy(value) -> bool | None:
+    """A checkbox/yes-no answer as a bool; None when it says neither."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    return None
+
+
+def is_blank(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or value in ([], {})
+
+
+@dataclass
+class FormAnswers:
+    """Form answers sorted into canonical fields, consent flags and custom attributes."""
+
+    fields: dict = field(default_factory=dict)
+    consent: dict = field(default_factory=dict)
+    custom: dict = field(default_factory=dict)
+    full_name: str | None = None
+
+    def add(self, label, value) -> None:
+        """Blank answers are skipped: an optional field left empty never clears a known value."""
+        if is_blank(value):
+            return
+        key = label_key(label)
+        if key in _LABEL_TO_FIELD:
+            self.fields.setdefault(_LABEL_TO_FIELD[key], value)
+        elif key in _LABEL_TO_CONSENT and truthy(value) is not None:
+            self.consent.setdefault(_LABEL_TO_CONSENT[key], truthy(value))
+        elif key in FULL_NAME_LABELS and isinstance(value, str):
+            self.full_name = self.full_name or value
+        elif key:
+            self.custom.setdefault(key, value)
+
+    def finish(self) -> "FormAnswers":
+        """A single "Name" answer fills first/last name only where those were not asked."""
+        if self.full_name and not ({"first_name", "last_name"} & self.fields.keys()):
+            first, _, last = self.full_name.strip().partition(" ")
+            self.fields["first_name"] = first
+            if last.strip():
+                self.fields["last_name"] = last.strip()
+        elif self.full_name:
+            self.custom.setdefault("name", self.full_name)
+        return self
+
+
+# Activity kinds scoring knows; a form whose name mentions one of these words is that activity.
+FORM_ACTIVITY_WORDS = (("demo", "demo_request"),)
+
+
+def form_activity_kind(form_name) -> str:
+    words = label_key(form_name or "")
+    for word, kind in FORM_ACTIVITY_WORDS:
+        if word in words.split("_"):
+            return kind
+    return "form_submit"

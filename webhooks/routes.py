@@ -2,7 +2,9 @@
 
 Vendor modules provide `verify(request, secret)` and `parse(body)`; optional hooks:
 `unsigned_response(request)` (answer without storing, e.g. WooCommerce's ping),
-`check_account(events, target)` (e.g. Salesforce OrganizationId), `respond(result, target)`.
+`check_account(events, target)` (e.g. Salesforce OrganizationId), `respond(result, target)`,
+`parse_request(request)` (used instead of `parse(body)` when the dedupe key or event type is in a
+header, e.g. Shopify's X-Shopify-Event-Id), and `bp` (a blueprint of the module's own pages).
 """
 from __future__ import annotations
 
@@ -24,6 +26,10 @@ from webhooks.responses import accepted, error
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("webhooks", __name__)
+# Receiver modules may bring small pages of their own (the HTML form's thank-you page).
+for _module in dict.fromkeys(SOURCE_RECEIVERS.values()):
+    if getattr(_module, "bp", None) is not None:
+        bp.register_blueprint(_module.bp)
 
 
 def _directory():
@@ -81,7 +87,8 @@ def receive(module, source: str, target: Target, **verify_kwargs):
         return _reject(source, 401, exc.reason)
     body = request.get_data(cache=True)
     try:
-        events = module.parse(body)
+        parse_request = getattr(module, "parse_request", None)
+        events = parse_request(request) if parse_request is not None else module.parse(body)
         check = getattr(module, "check_account", None)
         if check is not None:
             check(events, target)

@@ -79,6 +79,8 @@ def receiver_module(source: str):
 
 def process_event(session, runtime, event: Event) -> str:
     """Apply `event` to the canonical contacts; "processed", or raise UnsupportedEventError(reason)."""
+    if not _hold_write_lock(session, event):
+        return event.status                 # SQLite: another worker finished it while we waited for the lock
     handler = getattr(receiver_module(event.source), "HANDLERS", {}).get(event.kind)
     if handler is None:
         _report_ignored(event, "unknown_kind", f"no handler for {event.source} event {event.kind!r}")
@@ -88,7 +90,6 @@ def process_event(session, runtime, event: Event) -> str:
         _report_ignored(event, exc.reason, exc.reason)
     if not changes:
         _report_ignored(event, "no_change", "the event carries no contact change")
-    _hold_write_lock(session, event)
     ctx = EventContext(workspace_id=event.workspace_id, event=event)
     outcomes = []
     for index, change in enumerate(changes):
@@ -111,16 +112,20 @@ def _report_ignored(event: Event, reason: str, detail: str) -> None:
     raise UnsupportedEventError(f"{reason}: {detail}" if detail != reason else reason)
 
 
-def _hold_write_lock(session, event: Event) -> None:
-    """SQLite: begin the write transaction now (SQLite locks the database, not rows).
+def _hold_write_lock(session, event: Event) -> bool:
+    """SQLite: begin the write transaction now (SQLite locks the database, not rows). False if the
+    event is no longer pending once the lock is ours.
 
     pysqlite only opens a transaction before DML, and a SAVEPOINT outside one would commit on
-    release; touching the event row first makes every later savepoint nest inside this transaction.
-    PostgreSQL already holds the event row FOR UPDATE (jobs.py).
+    release; touching the event row first makes every later savepoint nest inside this transaction,
+    and serialises workers the way PostgreSQL's FOR UPDATE on the event row does (jobs.py).
     """
-    if not is_postgres(session.get_bind()):
-        session.execute(update(Event).where(Event.id == event.id).values(attempts=Event.attempts)
-                        .execution_options(synchronize_session=False))
+    if is_postgres(session.get_bind()):
+        return True
+    session.execute(update(Event).where(Event.id == event.id).values(attempts=Event.attempts)
+                    .execution_options(synchronize_session=False))
+    session.refresh(event, ["status"])
+    return event.status == "pending"
 
 
 def _run_hooks(session, ctx: EventContext, outcomes: list[Outcome]) -> None:
