@@ -393,6 +393,7 @@ class CrmSnapshot(Base):
     object_id: Mapped[str] = mapped_column(String(128))
     values: Mapped[dict] = mapped_column(JSON, default=dict)
     field_times: Mapped[dict] = mapped_column(JSON, default=dict)      # field -> epoch ms
+    previous: Mapped[dict] = mapped_column(JSON, default=dict)         # field -> the value it held before
     record_time_ms: Mapped[int | None] = mapped_column(BigInteger)      # Salesforce LastModifiedDate
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -126,3 +126,15 @@ def test_ledger_purge_removes_only_old_entries(runtime, linked):
         echo.record_writes(session, ws, "hubspot", contact_id, "101", {"title": "B"}, MAPPING)
     with transaction(runtime.engine) as session:
         assert echo.purge_ledger(session) == 1
+
+
+def test_value_carried_in_a_message_for_another_fields_edit_is_not_an_edit(runtime, linked):
+    """Salesforce sends the whole record: a message for a FirstName edit still holds the LastName the
+    hub has since overwritten; stamped with the FirstName edit's time it must not win."""
+    ws, contact_id = linked
+    _drop(runtime, ws, _sf({"first_name": "Jane", "last_name": "Doe"}))
+    with transaction(runtime.engine) as session:        # the hub writes a newer LastName from HubSpot
+        echo.record_writes(session, ws, "salesforce", contact_id, LEAD_ID, {"last_name": "Smith"}, MAPPING)
+        echo.remember_values(session, ws, "salesforce", LEAD_ID, {"last_name": "Smith"})
+    kept = _drop(runtime, ws, _sf({"first_name": "Janet", "last_name": "Doe"}))
+    assert kept.fields == {"first_name": "Janet"}

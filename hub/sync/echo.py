@@ -107,10 +107,13 @@ def remember_values(session, workspace_id: str, system: str, object_id: str, val
     snapshot = snapshot or load_snapshot(session, workspace_id, system, object_id)
     if snapshot is None:
         snapshot = CrmSnapshot(workspace_id=workspace_id, system=system, object_id=object_id, values={},
-                               field_times={})
+                               field_times={}, previous={})
         session.add(snapshot)
     at_ms = at_ms if at_ms is not None else epoch_ms(utcnow())
-    snapshot.values = {**(snapshot.values or {}), **values}
+    current = snapshot.values or {}
+    replaced = {name: current[name] for name, value in values.items() if name in current and current[name] != value}
+    snapshot.previous = {**(snapshot.previous or {}), **replaced}
+    snapshot.values = {**current, **values}
     snapshot.field_times = {**(snapshot.field_times or {}), **{name: at_ms for name in values}}
     if record_time_ms is not None and (snapshot.record_time_ms or 0) < record_time_ms:
         snapshot.record_time_ms = record_time_ms
@@ -174,12 +177,13 @@ def drop_echoes(session, workspace_id: str, change: ContactChange) -> ContactCha
     ledger = _ledger_hashes(session, workspace_id, change.system, contact_id, change.fields)
     snapshot = load_snapshot(session, workspace_id, change.system, change.external_id) if change.external_id else None
     known = dict(snapshot.values or {}) if snapshot else {}
+    before = dict(snapshot.previous or {}) if snapshot else {}
     kept: dict[str, Any] = {}
     seen: dict[str, Any] = {}
     reasons: dict[str, str] = {}
     for name, raw in change.fields.items():
         rule = mapping.rule(name)
-        verdict = _judge(change, rule, name, raw, ours, ledger.get(name, []), known)
+        verdict = _judge(change, rule, name, raw, ours, ledger.get(name, []), known, before)
         seen[name] = raw
         if verdict is None:
             kept[name] = raw
@@ -193,16 +197,22 @@ def drop_echoes(session, workspace_id: str, change: ContactChange) -> ContactCha
 
 
 def _judge(change: ContactChange, rule, name: str, raw: Any, ours: bool,
-           ledger_entries: list, known: dict) -> str | None:
-    """Why the field is dropped ("echo", "unchanged"), or None to keep it."""
+           ledger_entries: list, known: dict, before: dict) -> str | None:
+    """Why the field is dropped ("echo", "unchanged", "carried"), or None to keep it."""
     if rule is None:
         return None
     if change.system == "hubspot" and ours:
         return "echo"
     if _matches_ledger(ledger_entries, value_hash(rule, change.system, raw), _field_time(change, name)):
         return "echo"
-    if change.system == "salesforce" and name in known and field_map.same_value(rule, "salesforce", known[name], raw):
+    if change.system != "salesforce" or name not in known:
+        return None
+    if field_map.same_value(rule, "salesforce", known[name], raw):
         return "unchanged"
+    if name in before and field_map.same_value(rule, "salesforce", before[name], raw):
+        # A whole-record message stamped with another field's edit time still carries the value this
+        # field held before its latest known change: not an edit (it would overwrite a newer value).
+        return "carried"
     return None
 
 
@@ -213,6 +223,12 @@ def _update_snapshot(session, workspace_id: str, change: ContactChange, snapshot
     if change.system == "salesforce" and snapshot is not None and changed_ms is not None \
             and (snapshot.record_time_ms or 0) > changed_ms:
         return      # an older whole-record message: the snapshot already shows a newer state
+    if snapshot is not None and changed_ms is not None:
+        # A late HubSpot event must not hide a newer value (e.g. the hub's own later write).
+        times = snapshot.field_times or {}
+        seen = {name: value for name, value in seen.items() if times.get(name, 0) <= changed_ms}
+        if not seen:
+            return
     remember_values(session, workspace_id, change.system, change.external_id, seen, at_ms=changed_ms,
                     record_time_ms=changed_ms if change.system == "salesforce" else None, snapshot=snapshot)
 

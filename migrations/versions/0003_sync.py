@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("object_id", sa.String(128), nullable=False),
         sa.Column("values", sa.JSON(), nullable=False),
         sa.Column("field_times", sa.JSON(), nullable=False),
+        sa.Column("previous", sa.JSON(), nullable=False),
         sa.Column("record_time_ms", sa.BigInteger(), nullable=True),
         sa.Column("updated_at", hub.models.UTCDateTime(), nullable=False),
         sa.UniqueConstraint("workspace_id", "system", "object_id"),
