@@ -244,5 +244,13 @@ def _supervise(tree) -> int:
     return tree.run()
 
 
+
+# --- lead rules (hub/rules/cli.py) ---------------------------------------------------------------
+
+from hub.rules.cli import rules as rules_group  # noqa: E402 - the group lives with the rules
+
+main.add_command(rules_group)
+
+
 if __name__ == "__main__":
     main()
