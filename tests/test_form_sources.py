@@ -231,3 +231,13 @@ def test_html_form_handler(client, runtime, html_path, content_type):
         fields={"email": "linus@example.com", "company": "Caltech", "first_name": "Linus", "last_name": "Pauling"},
         custom={"favourite_topic": "chemistry"},
         activity={"kind": "form_submit", "occurred_at": at, "properties": {"form": "newsletter", "source": "html"}})]
+
+
+@pytest.mark.parametrize("kind", ["generic", "html"])
+def test_bodies_over_one_megabyte_are_413_and_not_stored(client, runtime, workspace, kind):
+    path = add_source(runtime, workspace, kind, SECRET if kind == "generic" else None)
+    body = b"email=a%40example.com&notes=" + b"x" * (1024 * 1024)
+    headers = standard_webhook_headers(SECRET, "msg_big", body) if kind == "generic" else {}
+    response = client.post(path, data=body, headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 413 and response.json["error"] == "body_too_large"
+    assert nothing_stored(runtime)

@@ -113,3 +113,10 @@ HANDLED = [
 def test_handlers_turn_stored_deliveries_into_changes(client, runtime, path, topic, body, expected):
     assert client.post(path, data=body, headers=woocommerce_headers(SECRET, body, topic)).status_code == 200
     assert [c for row in rows(runtime) for c in handled(woocommerce, row)] == expected
+
+
+def test_php_escaped_slashes_are_verified_on_the_raw_bytes(client, runtime, path):
+    body = json.dumps(json.loads(CUSTOMER), separators=(",", ":")).replace("/", "\\/").encode()   # wp_json_encode
+    assert b"https:\\/\\/" in body
+    assert client.post(path, data=body, headers=woocommerce_headers(SECRET, body, "customer.created")).status_code == 200
+    assert rows(runtime)[0].payload["resource"]["_links"]["self"][0]["href"] == "https://shop.example.com/wp-json/wc/v3/customers/25"

@@ -3,6 +3,8 @@
 `x-webflow-timestamp` is in milliseconds and must be within the 5-minute window. Form `data`
 keys are the labels the site designer typed ("First Name", "email"), so they are matched
 case-insensitively against common labels; numbers may arrive as JSON numbers.
+Webhooks created from the Webflow dashboard historically carry no signature headers: the hub
+refuses them (401 missing_signature); create the webhook through the API with a secret.
 """
 from __future__ import annotations
 
