@@ -199,22 +199,33 @@ def consent_entry(granted: bool, source: str, at_ms: int) -> dict:
     return {"granted": bool(granted), "source": source, "at": at}
 
 
-def apply_values(contact: Contact, values: Values, stamp: Stamp, consent_source: str) -> set[str]:
+def field_stamp(stamp: Stamp, field_times: dict[str, datetime], name: str) -> Stamp:
+    """The change's own time for `name` when the vendor gave one per field (ContactChange.field_times)."""
+    at = field_times.get(name)
+    if at is None:
+        return stamp
+    return Stamp(transforms.epoch_ms(at), stamp.event_id, stamp.system)
+
+
+def apply_values(contact: Contact, values: Values, stamp: Stamp, consent_source: str,
+                 field_times: dict[str, datetime] | None = None) -> set[str]:
     """Offer every value of a change to `contact`; returns the keys whose value changed."""
+    times = field_times or {}
     writer = ContactWriter(contact)
     for name, value in values.fields.items():
-        writer.offer(name, value, stamp)
+        writer.offer(name, value, field_stamp(stamp, times, name))
     for name, value in values.custom.items():
-        writer.offer(CUSTOM + name, value, stamp)
+        writer.offer(CUSTOM + name, value, field_stamp(stamp, times, name))
     for channel, granted in values.consent.items():
         if granted is None:
             continue
         key = CONSENT + channel
+        at = field_stamp(stamp, times, key)
         current = writer.consent.get(channel) or {}
         if current.get("granted") == bool(granted) and current.get("source") == consent_source:
-            writer.offer(key, current, stamp)     # same decision: keep its first time, refresh the stamp only
+            writer.offer(key, current, at)     # the same decision again: keep its first time
             continue
-        writer.offer(key, consent_entry(granted, consent_source, stamp.at_ms), stamp)
+        writer.offer(key, consent_entry(granted, consent_source, at.at_ms), at)
     return writer.finish()
 
 

@@ -29,6 +29,7 @@ from hub.sync.apply import (
     CRM_SYSTEMS,
     Stamp,
     apply_values,
+    field_stamp,
     is_newer,
     normalise,
     normalise_phones,
@@ -204,10 +205,11 @@ def upsert(session, ctx: EventContext, change: ContactChange) -> Outcome:
         contact = identity.new_contact(session, ws)
     linked = identity.link(session, ws, contact, ref) if ref is not None else False
     changed = set()
-    if email and email != contact.email and is_newer(stamp, stored_stamp(contact, "email")):
+    email_stamp = field_stamp(stamp, change.field_times, "email")
+    if email and email != contact.email and is_newer(email_stamp, stored_stamp(contact, "email")):
         changed |= _take_over_email(session, ws, contact, email)
     normalise_phones(values, values.fields.get("country") or contact.country)
-    changed |= apply_values(contact, values, stamp, consent_source=change.system)
+    changed |= apply_values(contact, values, stamp, consent_source=change.system, field_times=change.field_times)
     activity_added = _add_activity(session, ctx, contact, change)
     if created:
         logger.info("event %s: new contact %s (%s)", ctx.event_id, contact.id, mask_email(email))
