@@ -320,3 +320,60 @@ def test_datetimes_use_the_plus_0000_offset():
     parsed = salesforce_module.parse_sf_datetime("2026-11-25T18:04:11.000+0000")
     assert salesforce_module.format_sf_datetime(parsed) == "2026-11-25T18:04:11.000+0000"
     assert salesforce_module.soql_datetime("2026-11-25T18:04:11.000+0000") == "2026-11-25T18:04:11Z"
+
+
+def test_registry_builds_a_logged_connector_and_refuses_missing_connections(runtime, workspace, fake):
+    from sqlalchemy import select
+
+    from hub.connectors import registry
+    from hub.db import transaction
+    from hub.models import SyncLog
+    from tests.fakes.wiring import connect_salesforce_fake
+
+    with pytest.raises(FatalError) as missing:
+        registry.connector_for(runtime, workspace["workspace_id"], "salesforce")
+    assert missing.value.code == "NOT_CONNECTED"
+    connect_salesforce_fake(runtime, workspace["workspace_id"], fake)
+    connector = registry.connector_for(runtime, workspace["workspace_id"], "salesforce")
+    results = connector.batch_upsert([lead("a@example.com", LastName="A", Company="X"),
+                                      lead("b@example.com", LastName="B", Company="X", Title="t" * 300)])
+    with transaction(runtime.engine) as session:
+        rows = session.scalars(select(SyncLog).order_by(SyncLog.id)).all()
+    assert [(r.operation, r.status, r.http_status) for r in rows] == [
+        ("query", "ok", 200), ("query", "ok", 200), ("sobjects.create", "partial", 200)]
+    assert rows[-1].object_ids == [results[0].id]
+    assert all(r.request_id.startswith("leadhub:") and r.workspace_id == workspace["workspace_id"] for r in rows)
+    with pytest.raises(FatalError) as unknown:
+        registry.connector_for(runtime, workspace["workspace_id"], "pipedrive")
+    assert unknown.value.code == "UNKNOWN_KIND"
+
+
+def test_registry_refuses_stored_credentials_without_an_access_token(runtime, workspace):
+    from hub import admin
+    from hub.connectors import registry
+
+    admin.connect(runtime, workspace["workspace_id"], "salesforce", "00D5g000004ABCDEA2", {"refresh_token": "r"},
+                  {"instance_url": "https://example-dev-ed.my.salesforce.com"})
+    with pytest.raises(FatalError) as refused:
+        registry.connector_for(runtime, workspace["workspace_id"], "salesforce")
+    assert refused.value.code == "BAD_CREDENTIALS" and "access_token" in str(refused.value)
+    assert "'r'" not in str(refused.value)
+
+
+def test_a_create_that_failed_after_it_was_applied_is_not_created_twice(fake):
+    sleeps: list[float] = []
+    connector = make(fake, sleeps=sleeps)
+    armed: list[bool] = []
+
+    def fail_the_first_create_after_applying_it(request):
+        if request.method == "POST" and request.path.endswith("/composite/sobjects") and not armed:
+            armed.append(True)
+            fake.faults.fail_next(503, retry_after=1, after=True)
+
+    fake.before_dispatch = fail_the_first_create_after_applying_it
+    results = connector.batch_upsert([lead(f"n{i}@example.com", LastName="N", Company="X") for i in range(3)])
+    assert [(r.key, r.ok, r.created) for r in results] == [(f"n{i}@example.com", True, True) for i in range(3)]
+    assert len(fake.records["Lead"]) == 3
+    assert sleeps == [1.0]
+    writes = [(r.method, r.status) for r in fake.api_requests() if r.path.endswith("/composite/sobjects")]
+    assert writes == [("POST", 503), ("PATCH", 200)]

@@ -109,17 +109,22 @@ class CallInfo:
     request_id: str | None = None
     http_status: int | None = None
     status: str = "ok"                    # ok | partial | error
+    object_ids: list[str] | None = None   # ids the answer named (e.g. records created), for sync_log
 
 
-def _wait_retry_after(state: RetryCallState) -> float:
-    exc = state.outcome.exception() if state.outcome else None
+def retry_delay(exc: BaseException | None, attempt: int) -> float:
+    """Seconds to wait before attempt `attempt + 1`: Retry-After when given, else 1, 2, 4... (capped)."""
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is None:
-        retry_after = min(2 ** (state.attempt_number - 1), defaults.RETRY_MAX_WAIT_SECONDS)
+        retry_after = min(2 ** (attempt - 1), defaults.RETRY_MAX_WAIT_SECONDS)
     return min(float(retry_after), defaults.RETRY_MAX_WAIT_SECONDS)
 
 
-def _retry_now(exc: BaseException) -> bool:
+def _wait_retry_after(state: RetryCallState) -> float:
+    return retry_delay(state.outcome.exception() if state.outcome else None, state.attempt_number)
+
+
+def retry_now(exc: BaseException) -> bool:
     """Retry in-process only what may clear soon; a long Retry-After goes back to the job queue."""
     if not isinstance(exc, RetriableError):
         return False
@@ -171,13 +176,15 @@ class CrmConnector:
     # --- one outbound call ------------------------------------------------------------------------
 
     def _call(self, operation: str, object_ids: list[str], send: Callable[[str, CallInfo], T],
-              limiter: Limiter | None = None) -> T:
+              limiter: Limiter | None = None, retry: bool = True) -> T:
         """Run `send(access_token, info)` with rate limit, bounded retries and one token refresh.
 
         `send` performs exactly one HTTP call, fills `info` and raises hub.exceptions errors.
+        `retry=False` for calls that are not safe to repeat blindly (the caller re-checks first).
         """
-        retrying = Retrying(stop=stop_after_attempt(defaults.RETRY_MAX_ATTEMPTS), wait=_wait_retry_after,
-                            retry=retry_if_exception(_retry_now), sleep=self.sleep,
+        attempts = defaults.RETRY_MAX_ATTEMPTS if retry else 1
+        retrying = Retrying(stop=stop_after_attempt(attempts), wait=_wait_retry_after,
+                            retry=retry_if_exception(retry_now), sleep=self.sleep,
                             reraise=True)
         refreshed = [False]
 
@@ -216,7 +223,8 @@ class CrmConnector:
         if self.recorder is None:
             return
         http_status = info.http_status if info.http_status is not None else getattr(exc, "status", None)
-        self.recorder.record(target=self.kind, operation=operation, object_ids=[str(i) for i in object_ids],
+        ids = list(object_ids) + [i for i in info.object_ids or [] if i not in object_ids]
+        self.recorder.record(target=self.kind, operation=operation, object_ids=[str(i) for i in ids],
                              request_id=info.request_id, status=status, http_status=http_status,
                              latency_ms=(time.perf_counter() - started) * 1000.0,
                              error=_error_text(exc) if exc else None)

@@ -30,6 +30,7 @@ from hubspot.crm.objects.tasks import ApiException as TasksApiException
 from hubspot.crm.objects.tasks import SimplePublicObjectInputForCreate as TaskInput
 from hubspot.crm.properties import ApiException as PropertiesApiException
 from hubspot.crm.properties import PropertyCreate, PropertyGroupCreate
+from marshmallow import INCLUDE, Schema, fields
 
 from hub import defaults
 from hub.connectors.base import CallInfo, ChangePage, CrmConnector, CrmRecord, Limiter, TaskSpec, WriteResult, chunks
@@ -60,6 +61,20 @@ TASK_TO_CONTACT_ASSOCIATION = 204       # HubSpot-defined association type: task
 TASK_PRIORITIES = {"HIGH", "MEDIUM", "LOW"}
 
 
+class HubSpotCredentials(Schema):
+    """Connection.credentials of a HubSpot connection (secret fields are never logged)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    access_token = fields.String(required=True, metadata={"secret": True})
+    refresh_token = fields.String(load_default=None, metadata={"secret": True})
+    expires_at = fields.Float(load_default=None, allow_none=True)
+    client_id = fields.String(load_default=None)
+    client_secret = fields.String(load_default=None, metadata={"secret": True})
+    app_secret = fields.String(load_default=None, metadata={"secret": True})
+
+
 class HubSpotConnector(CrmConnector):
     kind = "hubspot"
     object_type = "contact"
@@ -69,6 +84,7 @@ class HubSpotConnector(CrmConnector):
     read_properties = SYNCED_PROPERTIES + META_PROPERTIES
     history_properties = SYNCED_PROPERTIES
     backfill_page_size = 50              # HubSpot's cap when propertiesWithHistory is asked for
+    credentials_schema = HubSpotCredentials
 
     def __init__(self, tokens, *, api_base: str = defaults.DEFAULT_HUBSPOT_API_BASE,
                  search_limiter: Limiter | None = None, clock: Callable[[], float] | None = None, **kwargs):
@@ -137,6 +153,7 @@ class HubSpotConnector(CrmConnector):
             response = self._sdk_call(info, api.upsert_with_http_info, body)
             if getattr(response, "errors", None):
                 info.status = "partial"
+            info.object_ids = [row.id for row in response.results or []]
             return response
 
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from marshmallow import ValidationError
 from sqlalchemy.orm import Session
 
 from hub.connectors.base import CrmConnector
@@ -29,10 +30,19 @@ CONNECTOR_CLASSES: dict[str, type[CrmConnector]] = {
 }
 
 
+def _checked(schema, credentials: dict, kind: str) -> None:
+    """Refuse unusable stored credentials clearly (the messages name fields, never values)."""
+    try:
+        schema().load(credentials)
+    except ValidationError as exc:
+        raise FatalError(f"{kind} credentials invalid: {sorted(exc.messages)}", code="BAD_CREDENTIALS") from None
+
+
 def _build_hubspot(runtime, workspace_id: str, recorder: SyncLogRecorder) -> HubSpotConnector:
     conn = runtime.redis()
     store = CredentialStore(runtime, workspace_id, "hubspot")
     tokens = HubSpotTokens(store, conn, api_base=runtime.settings.hubspot_api_base)
+    _checked(HubSpotConnector.credentials_schema, tokens.credentials, "hubspot")
     portal = store.account_id or workspace_id
     return HubSpotConnector(tokens, api_base=runtime.settings.hubspot_api_base,
                             limiter=hubspot_bucket(conn, portal, runtime.settings.hubspot_rate),
@@ -45,6 +55,7 @@ def _build_salesforce(runtime, workspace_id: str, recorder: SyncLogRecorder) -> 
     conn = runtime.redis()
     store = CredentialStore(runtime, workspace_id, "salesforce")
     tokens = SalesforceTokens(store, conn, login_url=runtime.settings.salesforce_login_url)
+    _checked(SalesforceConnector.credentials_schema, tokens.credentials, "salesforce")
     reserve = ApiReserve(conn, store.account_id or workspace_id, runtime.settings.salesforce_api_reserve)
     return SalesforceConnector(tokens, reserve=reserve, recorder=recorder,
                                hub_fields=bool(tokens.settings.get("hub_fields")))

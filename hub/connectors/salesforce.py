@@ -24,15 +24,27 @@ import json
 import logging
 import threading
 import uuid
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 import requests
+from marshmallow import INCLUDE, Schema, fields
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceError
 
 from hub import defaults
-from hub.connectors.base import CallInfo, ChangePage, CrmConnector, CrmRecord, TaskSpec, WriteResult, chunks
+from hub.connectors.base import (
+    CallInfo,
+    ChangePage,
+    CrmConnector,
+    CrmRecord,
+    TaskSpec,
+    WriteResult,
+    chunks,
+    retry_delay,
+    retry_now,
+)
 from hub.exceptions import FatalError, RetriableError, TokenExpiredError
 
 logger = logging.getLogger(__name__)
@@ -54,6 +66,20 @@ TASK_PRIORITY = {"HIGH": "High", "MEDIUM": "Normal", "LOW": "Low"}
 EPOCH = "1970-01-01T00:00:00.000+0000"
 
 
+class SalesforceCredentials(Schema):
+    """Connection.credentials of a Salesforce connection (secret fields are never logged)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    access_token = fields.String(required=True, metadata={"secret": True})
+    refresh_token = fields.String(load_default=None, metadata={"secret": True})
+    client_id = fields.String(load_default=None)
+    client_secret = fields.String(load_default=None, metadata={"secret": True})
+    instance_url = fields.Url(load_default=None, schemes={"https", "http"}, require_tld=False)
+    issued_at = fields.String(load_default=None)
+
+
 class SalesforceConnector(CrmConnector):
     kind = "salesforce"
     api_version = defaults.SALESFORCE_API_VERSION
@@ -62,6 +88,7 @@ class SalesforceConnector(CrmConnector):
     person_objects = ("Lead", "Contact")
     replication_key = "SystemModstamp"
     fields_by_object = {"Lead": LEAD_FIELDS, "Contact": CONTACT_FIELDS}
+    credentials_schema = SalesforceCredentials
 
     def __init__(self, tokens, *, reserve=None, hub_fields: bool = False,
                  clock: Callable[[], datetime] | None = None, **kwargs):
@@ -161,12 +188,36 @@ class SalesforceConnector(CrmConnector):
                    for key, obj, record_id, fields in planned if record_id is not None]
         results: list[WriteResult] = []
         for batch in chunks(creates, self.batch_size):
-            results.extend(self._collection_call("POST", batch))
+            results.extend(self._create(batch))
         for batch in chunks(updates, self.batch_size):
             results.extend(self._collection_call("PATCH", batch))
         return results
 
-    def _collection_call(self, method: str, batch: list[tuple[str, str, str | None, dict]]) -> list[WriteResult]:
+    def _create(self, batch: list[tuple[str, str, str | None, dict]]) -> list[WriteResult]:
+        """Create, never twice: a create is not idempotent, so before trying again after a failure
+        that may have been applied (timeout, 5xx), look the people up and update those found."""
+        results: list[WriteResult] = []
+        for attempt in range(1, defaults.RETRY_MAX_ATTEMPTS + 1):
+            try:
+                return results + self._collection_call("POST", batch, retry=False)
+            except RetriableError as exc:
+                if attempt == defaults.RETRY_MAX_ATTEMPTS or not retry_now(exc):
+                    raise
+                self.sleep(retry_delay(exc, attempt))
+            found = self.find_by_email([key for key, *_rest in batch])
+            applied = [(key, found[key.lower()].object_type, found[key.lower()].id, fields)
+                       for key, _obj, _id, fields in batch if key.lower() in found]
+            batch = [item for item in batch if item[0].lower() not in found]
+            if applied:
+                updated = self._collection_call("PATCH", [(k, o, i, prepare_fields(o, f, creating=False))
+                                                          for k, o, i, f in applied])
+                results.extend(replace(r, created=True) for r in updated)
+            if not batch:
+                return results
+        return results
+
+    def _collection_call(self, method: str, batch: list[tuple[str, str, str | None, dict]],
+                         retry: bool = True) -> list[WriteResult]:
         records = []
         for _key, obj, record_id, fields in batch:
             record = {"attributes": {"type": obj}, **fields}
@@ -180,9 +231,11 @@ class SalesforceConnector(CrmConnector):
             saved = self._rest(info, token, "composite/sobjects", method=method, data=json.dumps(body))
             if any(not row.get("success") for row in saved or []):
                 info.status = "partial"
+            info.object_ids = [row["id"] for row in saved or [] if row.get("id")]
             return saved
 
-        saved = self._call(operation, [record_id or "" for _k, _o, record_id, _f in batch if record_id], send)
+        saved = self._call(operation, [record_id or "" for _k, _o, record_id, _f in batch if record_id], send,
+                           retry=retry)
         return [save_result(key, obj, record_id, row)
                 for (key, obj, record_id, _fields), row in zip(batch, saved or [])]
 

@@ -225,19 +225,23 @@ class SalesforceFake:
                 return self._limited(_errors(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."))
             self.api_used += 1
         fault = self.faults.draw()
+        if fault and fault.get("after"):      # the work is done, but the caller sees a failure (e.g. a timeout)
+            self._handle(request, body, endpoint, args)
         if fault:
             response = _errors(fault["status"], "SERVER_UNAVAILABLE" if fault["status"] >= 500 else "UNABLE_TO_LOCK_ROW",
                                "injected failure")
             if fault.get("retry_after") is not None:
                 response.headers["Retry-After"] = str(fault["retry_after"])
             return self._limited(response)
+        return self._limited(self._handle(request, body, endpoint, args))
+
+    def _handle(self, request: Request, body: bytes, endpoint: str, args: dict) -> Response:
         try:
             payload = json.loads(body) if body else None
         except ValueError:
-            return self._limited(_errors(400, "JSON_PARSER_ERROR", "Unexpected character"))
+            return _errors(400, "JSON_PARSER_ERROR", "Unexpected character")
         with self.lock:
-            response = getattr(self, endpoint)(request, payload, **args)
-        return self._limited(response)
+            return getattr(self, endpoint)(request, payload, **args)
 
     def _limited(self, response: Response) -> Response:
         response.headers["Sforce-Limit-Info"] = f"api-usage={self.api_used}/{self.api_limit}"
