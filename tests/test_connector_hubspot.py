@@ -315,3 +315,23 @@ def test_sync_log_rows_are_written_for_every_call(runtime, workspace, fake):
     assert all(r.request_id and r.latency_ms > 0 for r in rows)
     answered = [r.response_headers["X-HubSpot-Correlation-Id"] for r in fake.requests]
     assert [r.request_id for r in rows] == answered
+
+
+def test_the_validator_flags_requests_outside_the_documented_limits_and_models():
+    from tests.fakes.common import CapturedRequest
+
+    def upsert(body) -> CapturedRequest:
+        return CapturedRequest("POST", "/crm/v3/objects/contacts/batch/upsert", {},
+                               {"Authorization": "Bearer t"}, json.dumps(body).encode())
+
+    good = {"inputs": [{"idProperty": "email", "id": "a@example.com", "properties": {"firstname": "A"}}]}
+    assert hubspot_violations([upsert(good)]) == []
+    too_many = {"inputs": [{"idProperty": "email", "id": f"p{i}@example.com", "properties": {}} for i in range(101)]}
+    wrong_id = {"inputs": [{"idProperty": "hs_object_id", "id": "123", "properties": {}}]}
+    unknown_key = {"inputs": [{"idProperty": "email", "id": "a@example.com", "properties": {}, "email": "x"}]}
+    not_strings = {"inputs": [{"idProperty": "email", "id": "a@example.com", "properties": {"hub_score": 42}}]}
+    missing_inputs = {"input": []}
+    for body in (too_many, wrong_id, unknown_key, not_strings, missing_inputs):
+        assert hubspot_violations([upsert(body)]) != [], body
+    stray = CapturedRequest("GET", "/crm/v3/objects/contacts/123", {}, {"Authorization": "Bearer t"}, b"")
+    assert "not an endpoint" in hubspot_violations([stray])[0]

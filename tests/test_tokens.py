@@ -206,3 +206,21 @@ def test_hubspot_refresh_posts_the_documented_form_and_reads_expires_in(runtime,
     assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert "grant_type=refresh_token" in request.body and "client_secret=s" in request.body
     assert tokens.credentials["expires_at"] == pytest.approx(time.time() + 1800, abs=5)
+
+
+def test_a_token_expiring_at_a_fake_clock_time_is_refreshed_on_the_401(runtime, workspace):
+    from tests.fakes.common import FakeClock
+
+    clock = FakeClock()
+    fake = HubSpotFake(clock=clock)
+    with serve(fake) as server:
+        point_runtime_at(runtime, hubspot_url=server.url)
+        connect_hubspot_fake(runtime, workspace["workspace_id"], fake)        # expiry unknown to the hub
+        fake.expire_token_after(at=clock.now() + 60)
+        connector = registry.connector_for(runtime, workspace["workspace_id"], "hubspot")
+        assert connector.batch_upsert(contacts("a", 3))[0].ok
+        clock.advance(120)
+        assert all(r.ok for r in connector.batch_upsert(contacts("b", 3)))
+    assert fake.token_requests == 1
+    assert [r.status for r in fake.api_requests()] == [200, 401, 200]
+    assert hubspot_violations(fake.requests) == []
