@@ -252,6 +252,7 @@ def test_privacy_deletion_erases_and_late_events_do_not_recreate_the_person(clie
     assert [c.id for c in contacts(runtime, wid)] == [jane_id]
     assert [e.status for e in events(runtime)[-2:]] == ["ignored", "ignored"]
     assert all("erased_subject" in e.last_error for e in events(runtime)[-2:])
+    assert [e.payload for e in events(runtime)[-2:]] == [{"erased": True}] * 2     # nothing personal is kept
 
 
 def test_privacy_deletion_of_an_unknown_record_still_blocks_its_late_events(client, runtime, hubspot_connection,

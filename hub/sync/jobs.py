@@ -56,11 +56,11 @@ def process_one(rt: Runtime, event_id: int) -> str:
             event = _lock_event(session, rt, event_id)
             if event is None:
                 return "skipped"
+            event.last_error = None          # before processing: an 'ignored' event carries its reason here
             status = process_event(session, rt, event)
             event.status = status
             event.attempts += 1
             event.processed_at = utcnow()
-            event.last_error = None
             received = event.received_at
     except Exception as exc:  # noqa: BLE001 - recorded on the event, retried with backoff, then 'failed'
         logger.warning("event %s failed: %s", event_id, type(exc).__name__, exc_info=True)

@@ -5,7 +5,7 @@ the event's status commit together. The event's vendor module (webhooks.registry
 ContactChange values through `HANDLERS`; each change is applied by action (upsert, delete, erase,
 merge) inside a SAVEPOINT, re-resolved a bounded number of times when a concurrent worker created
 the same person first (unique email / identity). An event that changes nothing is reported by
-raising UnsupportedEventError(reason): jobs.py stores it as 'ignored' with that reason.
+returning "ignored" with the reason in `event.last_error` (and a metric and a log line).
 """
 from __future__ import annotations
 
@@ -79,18 +79,18 @@ def receiver_module(source: str):
 
 
 def process_event(session, runtime, event: Event) -> str:
-    """Apply `event` to the canonical contacts; "processed", or raise UnsupportedEventError(reason)."""
+    """Apply `event` to the canonical contacts: "processed", or "ignored" with the reason in last_error."""
     if not _hold_write_lock(session, event):
         return event.status                 # SQLite: another worker finished it while we waited for the lock
     handler = getattr(receiver_module(event.source), "HANDLERS", {}).get(event.kind)
     if handler is None:
-        _report_ignored(event, "unknown_kind", f"no handler for {event.source} event {event.kind!r}")
+        return _ignored(event, "unknown_kind", f"no handler for {event.source} event {event.kind!r}")
     try:
         changes = handler(event.payload or {})
     except UnsupportedEventError as exc:
-        _report_ignored(event, exc.reason, exc.reason)
+        return _ignored(event, exc.reason)
     if not changes:
-        _report_ignored(event, "no_change", "the event carries no contact change")
+        return _ignored(event, "no_change", "the event carries no contact change")
     ctx = EventContext(workspace_id=event.workspace_id, event=event)
     outcomes = []
     for index, change in enumerate(changes):
@@ -99,7 +99,9 @@ def process_event(session, runtime, event: Event) -> str:
     applied = [o for o in outcomes if o.ignored is None]
     if not applied:
         reasons = sorted({o.ignored for o in outcomes if o.ignored})
-        _report_ignored(event, reasons[0] if len(reasons) == 1 else "ignored", ", ".join(reasons))
+        if reasons == ["erased_subject"]:
+            event.payload = {"erased": True}       # a late event about an erased person keeps no personal data
+        return _ignored(event, reasons[0] if len(reasons) == 1 else "ignored", ", ".join(reasons))
     _run_hooks(session, ctx, applied)
     contact_ids = [o.contact_id for o in applied if o.contact_id]
     if contact_ids:
@@ -107,10 +109,12 @@ def process_event(session, runtime, event: Event) -> str:
     return "processed"
 
 
-def _report_ignored(event: Event, reason: str, detail: str) -> None:
+def _ignored(event: Event, reason: str, detail: str | None = None) -> str:
+    """Stored, not acted on: the reason goes to last_error (jobs.py clears it before processing)."""
     metrics.EVENTS_IGNORED.labels(source=event.source, reason=reason).inc()
-    logger.info("event %s (%s %s) ignored: %s", event.id, event.source, event.kind, detail)
-    raise UnsupportedEventError(f"{reason}: {detail}" if detail != reason else reason)
+    event.last_error = f"{reason}: {detail}" if detail and detail != reason else reason
+    logger.info("event %s (%s %s) ignored: %s", event.id, event.source, event.kind, event.last_error)
+    return "ignored"
 
 
 def _hold_write_lock(session, event: Event) -> bool:
