@@ -41,6 +41,7 @@ SALESFORCE_LOOKUP_BATCH = 200           # emails per SOQL `Email IN (...)` looku
 SALESFORCE_CALL_CLIENT = "leadhub"      # Sforce-Call-Options client id (CDC changeOrigin shows it)
 SALESFORCE_RESERVE_RETRY_SECONDS = 3600 # only the API reserve is left: try again no sooner than this
 SALESFORCE_USAGE_TTL_SECONDS = 86400    # how long a seen Sforce-Limit-Info value is trusted
+SALESFORCE_DESCRIBE_TTL_SECONDS = 3600  # how long an org's field list (describe) is reused
 CHANGES_LOOKBACK_SECONDS = 300          # polling cursors re-read this much behind the newest change
 CHANGES_MAX_PAGES = 10                  # pages one read_changes call follows before returning
 TOKEN_REFRESH_MARGIN_SECONDS = 300      # refresh an access token this long before it expires

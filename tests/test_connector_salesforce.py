@@ -340,7 +340,8 @@ def test_registry_builds_a_logged_connector_and_refuses_missing_connections(runt
     with transaction(runtime.engine) as session:
         rows = session.scalars(select(SyncLog).order_by(SyncLog.id)).all()
     assert [(r.operation, r.status, r.http_status) for r in rows] == [
-        ("query", "ok", 200), ("query", "ok", 200), ("sobjects.create", "partial", 200)]
+        ("sobjects.describe", "ok", 200), ("query", "ok", 200), ("sobjects.describe", "ok", 200),
+        ("query", "ok", 200), ("sobjects.create", "partial", 200)]
     assert rows[-1].object_ids == [results[0].id]
     assert all(r.request_id.startswith("leadhub:") and r.workspace_id == workspace["workspace_id"] for r in rows)
     with pytest.raises(FatalError) as unknown:
@@ -377,3 +378,31 @@ def test_a_create_that_failed_after_it_was_applied_is_not_created_twice(fake):
     assert sleeps == [1.0]
     writes = [(r.method, r.status) for r in fake.api_requests() if r.path.endswith("/composite/sobjects")]
     assert writes == [("POST", 503), ("PATCH", 200)]
+
+
+def test_fields_the_org_lacks_are_left_out_and_its_describe_is_reused(runtime, workspace):
+    from hub.connectors import registry
+    from tests.fakes.wiring import connect_salesforce_fake
+
+    org = SalesforceFake(hub_fields=False)
+    with serve(org):
+        connect_salesforce_fake(runtime, workspace["workspace_id"], org)
+        connector = registry.connector_for(runtime, workspace["workspace_id"], "salesforce")
+        [result] = connector.batch_upsert([lead("jane@example.com", LastName="Doe", Company="Acme", Hub_Score__c=42,
+                                                Hub_Grade__c="A")])
+        assert result.ok and org.records["Lead"][result.id]["LastName"] == "Doe"
+        assert "Hub_Score__c" not in org.records["Lead"][result.id]
+        assert all("Hub_" not in q for q in queries(org))
+        describes = len([r for r in org.requests if r.path.endswith("/describe")])
+        again = registry.connector_for(runtime, workspace["workspace_id"], "salesforce")
+        again.read_changes(None)
+        assert len([r for r in org.requests if r.path.endswith("/describe")]) == describes == 2
+    assert salesforce_violations(org.requests) == []
+
+    full_org = SalesforceFake()
+    with serve(full_org):
+        connect_salesforce_fake(runtime, workspace["workspace_id"], full_org)
+        runtime.redis().delete("hub:sf-describe:00D5g000004ABCDEA2:Lead", "hub:sf-describe:00D5g000004ABCDEA2:Contact")
+        connector = registry.connector_for(runtime, workspace["workspace_id"], "salesforce")
+        [result] = connector.batch_upsert([lead("jane@example.com", LastName="Doe", Company="Acme", Hub_Score__c=42)])
+        assert connector.read_by_ids("Lead", [result.id])[result.id].properties["Hub_Score__c"] == 42

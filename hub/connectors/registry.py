@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from hub.connectors.base import CrmConnector
 from hub.connectors.hubspot import HubSpotConnector
-from hub.connectors.salesforce import SalesforceConnector
+from hub.connectors.salesforce import DescribeCache, SalesforceConnector
 from hub.exceptions import FatalError
 from hub.sync.ratelimit import ApiReserve, hubspot_bucket
 from hub.sync.synclog import SyncLogRecorder
@@ -58,7 +58,7 @@ def _build_salesforce(runtime, workspace_id: str, recorder: SyncLogRecorder) -> 
     _checked(SalesforceConnector.credentials_schema, tokens.credentials, "salesforce")
     reserve = ApiReserve(conn, store.account_id or workspace_id, runtime.settings.salesforce_api_reserve)
     return SalesforceConnector(tokens, reserve=reserve, recorder=recorder,
-                               hub_fields=bool(tokens.settings.get("hub_fields")))
+                               describe_cache=DescribeCache(conn, store.account_id or workspace_id))
 
 
 BUILDERS: dict[str, Callable] = {"hubspot": _build_hubspot, "salesforce": _build_salesforce}

@@ -28,6 +28,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
+import redis
 import requests
 from marshmallow import INCLUDE, Schema, fields
 from simple_salesforce import Salesforce
@@ -66,6 +67,37 @@ TASK_PRIORITY = {"HIGH": "High", "MEDIUM": "Normal", "LOW": "Low"}
 EPOCH = "1970-01-01T00:00:00.000+0000"
 
 
+class DescribeCache:
+    """Field names per object from `sobjects/<Object>/describe`, kept in Redis for a while."""
+
+    def __init__(self, conn, org_key: str, ttl: int = defaults.SALESFORCE_DESCRIBE_TTL_SECONDS):
+        self.conn = conn
+        self.org_key = org_key
+        self.ttl = ttl
+        self._local: dict[str, set[str]] = {}
+
+    def _key(self, object_type: str) -> str:
+        return f"hub:sf-describe:{self.org_key}:{object_type}"
+
+    def get(self, object_type: str) -> set[str] | None:
+        if object_type in self._local:
+            return self._local[object_type]
+        try:
+            value = self.conn.get(self._key(object_type))
+        except redis.RedisError:
+            return None
+        if value:
+            self._local[object_type] = set(json.loads(value))
+        return self._local.get(object_type)
+
+    def put(self, object_type: str, names: set[str]) -> None:
+        self._local[object_type] = set(names)
+        try:
+            self.conn.set(self._key(object_type), json.dumps(sorted(names)), ex=self.ttl)
+        except redis.RedisError as exc:
+            logger.warning("could not cache Salesforce describe: %s", type(exc).__name__)
+
+
 class SalesforceCredentials(Schema):
     """Connection.credentials of a Salesforce connection (secret fields are never logged)."""
 
@@ -90,16 +122,20 @@ class SalesforceConnector(CrmConnector):
     fields_by_object = {"Lead": LEAD_FIELDS, "Contact": CONTACT_FIELDS}
     credentials_schema = SalesforceCredentials
 
-    def __init__(self, tokens, *, reserve=None, hub_fields: bool = False,
+    def __init__(self, tokens, *, reserve=None, hub_fields: bool = False, describe_cache=None,
                  clock: Callable[[], datetime] | None = None, **kwargs):
         """`tokens` gives access_token()/instance_url()/refresh(); `reserve` is an ApiReserve.
 
         `hub_fields`: also read Hub_Score__c, Hub_Grade__c, Hub_Score_Reasons__c (they exist only
         once an admin created them; see ensure_hub_fields).
+        `describe_cache` (a DescribeCache): check field names against the org's describe, so that
+        fields the org lacks (e.g. the hub's custom fields before an admin made them) are left out
+        of queries and writes instead of failing every call with INVALID_FIELD.
         """
         super().__init__(tokens, limiter=kwargs.pop("limiter", reserve), **kwargs)
         self.reserve = reserve
         self.hub_fields = hub_fields
+        self.describe_cache = describe_cache
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self._sf: Salesforce | None = None
         self._sf_key: tuple[str, str] | None = None
@@ -182,9 +218,9 @@ class SalesforceConnector(CrmConnector):
         return [by_key[key] if key is not None else missing for key in order]
 
     def _write_planned(self, planned: list[tuple[str, str, str | None, dict]]) -> list[WriteResult]:
-        creates = [(key, obj, None, prepare_fields(obj, fields, creating=True))
+        creates = [(key, obj, None, self._known(obj, prepare_fields(obj, fields, creating=True)))
                    for key, obj, record_id, fields in planned if record_id is None]
-        updates = [(key, obj, record_id, prepare_fields(obj, fields, creating=False))
+        updates = [(key, obj, record_id, self._known(obj, prepare_fields(obj, fields, creating=False)))
                    for key, obj, record_id, fields in planned if record_id is not None]
         results: list[WriteResult] = []
         for batch in chunks(creates, self.batch_size):
@@ -292,7 +328,27 @@ class SalesforceConnector(CrmConnector):
 
     def _fields(self, object_type: str) -> tuple[str, ...]:
         fields = self.fields_by_object[object_type]
-        return fields + HUB_FIELDS if self.hub_fields else fields
+        if self.describe_cache is None:
+            return fields + HUB_FIELDS if self.hub_fields else fields
+        names = self._org_fields(object_type)
+        return tuple(f for f in fields + HUB_FIELDS if f.split(".")[0] in names or f == "Account.Name")
+
+    def _org_fields(self, object_type: str) -> set[str]:
+        names = self.describe_cache.get(object_type)
+        if names is None:
+            names = set(self.describe_fields(object_type)) | {"Account"}
+            self.describe_cache.put(object_type, names)
+        return names
+
+    def _known(self, object_type: str, fields: dict) -> dict:
+        """Leave out fields the org does not have (only when describe checking is on)."""
+        if self.describe_cache is None:
+            return fields
+        names = self._org_fields(object_type)
+        unknown = sorted(set(fields) - names)
+        if unknown:
+            logger.warning("Salesforce %s has no field(s) %s; not written", object_type, ", ".join(unknown))
+        return {k: v for k, v in fields.items() if k in names}
 
     def _query_all(self, object_type: str, where: str, order: str, max_pages: int | None = None) -> Iterator[CrmRecord]:
         soql = f"SELECT {', '.join(self._fields(object_type))} FROM {object_type} WHERE {where} {order}".strip()

@@ -121,7 +121,11 @@ class SalesforceFake:
 
     def __init__(self, *, access_token: str = "00D5g000004ABCD!initial-access-token", clock: FakeClock | None = None,
                  faults: FaultPlan | None = None, page_size: int = 2000, api_limit: int = 100000,
-                 api_used: int = 0, block_duplicates: bool = False, integration_user: str = INTEGRATION_USER):
+                 api_used: int = 0, block_duplicates: bool = False, integration_user: str = INTEGRATION_USER,
+                 hub_fields: bool = True):
+        """`hub_fields`: the org has the hub's custom fields (Hub_Score__c, ...) on Lead and Contact."""
+        self.describe_fields = {name: [f for f in fields if hub_fields or not f["name"].startswith("Hub_")]
+                                for name, fields in DESCRIBE_FIELDS.items()}
         self.clock = clock or FakeClock()
         self.faults = faults or FaultPlan(statuses=(503,))
         self.page_size = page_size
@@ -293,9 +297,9 @@ class SalesforceFake:
                                                      "into this call")
         for record in records:
             object_type = (record.get("attributes") or {}).get("type")
-            if object_type not in DESCRIBE_FIELDS:
+            if object_type not in self.describe_fields:
                 return _errors(400, "INVALID_TYPE", f"sObject type '{object_type}' is not supported.")
-            known = {f["name"] for f in DESCRIBE_FIELDS[object_type]}
+            known = {f["name"] for f in self.describe_fields[object_type]}
             unknown = [k for k in record if k not in known and k not in ("attributes", "id")]
             if unknown:
                 return _errors(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on sobject of type {object_type}")
@@ -317,7 +321,7 @@ class SalesforceFake:
 
     def _check(self, record: dict, creating: bool) -> dict | None:
         object_type = record["attributes"]["type"]
-        fields = {f["name"]: f for f in DESCRIBE_FIELDS[object_type]}
+        fields = {f["name"]: f for f in self.describe_fields[object_type]}
         if creating and "id" in record:
             return _save_error("INVALID_FIELD_FOR_INSERT_UPDATE", "cannot specify Id in an insert call", ["Id"])
         if not creating:
@@ -366,7 +370,7 @@ class SalesforceFake:
             return _errors(400, "MALFORMED_QUERY", str(exc))
         if parsed.object_type not in self.records:
             return _errors(400, "INVALID_TYPE", f"sObject type '{parsed.object_type}' is not supported.")
-        known = {f["name"] for f in DESCRIBE_FIELDS.get(parsed.object_type, [])} | {"Account.Name", "Name"}
+        known = {f["name"] for f in self.describe_fields.get(parsed.object_type, [])} | {"Account.Name", "Name"}
         unknown = [f for f in parsed.fields if f not in known]
         if unknown:
             return _errors(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on entity '{parsed.object_type}'.")
@@ -394,11 +398,11 @@ class SalesforceFake:
         return _json(body)
 
     def describe(self, request, payload, object_type: str) -> Response:
-        if object_type not in DESCRIBE_FIELDS:
+        if object_type not in self.describe_fields:
             return _errors(404, "NOT_FOUND", f"The requested resource does not exist")
         return _json({"name": object_type, "label": object_type, "keyPrefix": PREFIXES[object_type],
                       "createable": True, "updateable": True, "deletable": True, "queryable": True,
-                      "fields": DESCRIBE_FIELDS[object_type]})
+                      "fields": self.describe_fields[object_type]})
 
     def create_task(self, request, payload) -> Response:
         record = {"attributes": {"type": "Task"}, **(payload or {})}
@@ -422,7 +426,7 @@ class SalesforceFake:
 
     def _insert(self, object_type: str, fields: dict, user_id: str) -> dict:
         record_id = self._new_id(object_type)
-        record = {name: None for name in (f["name"] for f in DESCRIBE_FIELDS.get(object_type, []))}
+        record = {name: None for name in (f["name"] for f in self.describe_fields.get(object_type, []))}
         record.update({k: v for k, v in fields.items()})
         record.update({"Id": record_id, "CreatedDate": sf_datetime(self.clock.now()), "CreatedById": user_id,
                        "OwnerId": fields.get("OwnerId") or user_id})
