@@ -21,7 +21,6 @@ from hub.exceptions import FatalError, RetriableError
 from hub.sync.ratelimit import Rate, TokenBucket
 from hub.sync.tokens import StaticTokens
 from tests.conftest import fixture_json
-from tests.fakes.common import FaultPlan
 from tests.fakes.hubspot_fake import APP_ID, HubSpotFake
 from tests.fakes.server import serve
 from tests.fakes.validation import hubspot_violations

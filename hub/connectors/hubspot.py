@@ -24,9 +24,14 @@ from hubspot.crm.contacts import ApiException as ContactsApiException
 from hubspot.crm.contacts import (
     BatchInputSimplePublicObjectBatchInputUpsert,
     BatchReadInputSimplePublicObjectId,
+    Filter,
+    FilterGroup,
     PublicObjectSearchRequest,
+    SimplePublicObjectBatchInputUpsert,
+    SimplePublicObjectId,
 )
 from hubspot.crm.objects.tasks import ApiException as TasksApiException
+from hubspot.crm.objects.tasks import AssociationSpec, PublicAssociationsForObject, PublicObjectId
 from hubspot.crm.objects.tasks import SimplePublicObjectInputForCreate as TaskInput
 from hubspot.crm.properties import ApiException as PropertiesApiException
 from hubspot.crm.properties import PropertyCreate, PropertyGroupCreate
@@ -145,8 +150,10 @@ class HubSpotConnector(CrmConnector):
         return inputs, failed
 
     def _upsert_batch(self, inputs: dict[str, dict]) -> list[WriteResult]:
-        body = {"inputs": [{"idProperty": self.id_property, "id": email, "properties": props}
-                           for email, props in inputs.items()]}
+        # SDK request models: client-side validation runs before anything is sent
+        body = BatchInputSimplePublicObjectBatchInputUpsert(inputs=[
+            SimplePublicObjectBatchInputUpsert(id_property=self.id_property, id=email, properties=props)
+            for email, props in inputs.items()])
 
         def send(token: str, info: CallInfo):
             api = self._client(token).contacts_batch
@@ -212,10 +219,9 @@ class HubSpotConnector(CrmConnector):
 
     def _batch_read(self, ids: list[str], id_property: str | None, history: bool) -> list[CrmRecord]:
         # propertiesWithHistory is a required field of the request model (empty when not wanted)
-        body: dict[str, Any] = {"inputs": [{"id": i} for i in ids], "properties": list(self.read_properties),
-                                "propertiesWithHistory": list(self.history_properties) if history else []}
-        if id_property:
-            body["idProperty"] = id_property
+        body = BatchReadInputSimplePublicObjectId(
+            inputs=[SimplePublicObjectId(id=i) for i in ids], properties=list(self.read_properties),
+            properties_with_history=list(self.history_properties) if history else [], id_property=id_property)
 
         def send(token: str, info: CallInfo):
             api = self._client(token).contacts_batch
@@ -248,12 +254,13 @@ class HubSpotConnector(CrmConnector):
                                                "after": None}))
 
     def _search_since(self, since_ms: int, after: str | None):
-        body = {"filterGroups": [{"filters": [{"propertyName": self.replication_key, "operator": "GTE",
-                                               "value": str(since_ms)}]}],
-                "sorts": [{"propertyName": self.replication_key, "direction": "ASCENDING"}],
-                "properties": list(self.read_properties), "limit": defaults.HUBSPOT_SEARCH_PAGE_SIZE}
-        if after:
-            body["after"] = str(after)
+        # sorts as HubSpot's search docs write them ({propertyName, direction}); the SDK types them loosely
+        body = PublicObjectSearchRequest(
+            filter_groups=[FilterGroup(filters=[Filter(property_name=self.replication_key, operator="GTE",
+                                                       value=str(since_ms))])],
+            sorts=[{"propertyName": self.replication_key, "direction": "ASCENDING"}],
+            properties=list(self.read_properties), limit=defaults.HUBSPOT_SEARCH_PAGE_SIZE,
+            after=str(after) if after else None)
 
         def send(token: str, info: CallInfo):
             api = self._client(token).contacts_search
@@ -347,9 +354,10 @@ class HubSpotConnector(CrmConnector):
                       "hs_task_type": "TODO"}
         if task.owner_id:
             properties["hubspot_owner_id"] = str(task.owner_id)
-        body = {"properties": properties, "associations": [{
-            "to": {"id": str(task.record_id)},
-            "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": TASK_TO_CONTACT_ASSOCIATION}]}]}
+        body = TaskInput(properties=properties, associations=[PublicAssociationsForObject(
+            to=PublicObjectId(id=str(task.record_id)),
+            types=[AssociationSpec(association_category="HUBSPOT_DEFINED",
+                                   association_type_id=TASK_TO_CONTACT_ASSOCIATION)])])
 
         def send(token: str, info: CallInfo):
             api = self._client(token).tasks_basic

@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-import uuid
 from datetime import datetime, timezone
 from xml.sax.saxutils import escape
 
