@@ -53,6 +53,16 @@ def stored(runtime, workspace, kind: str) -> tuple[dict, str]:
         return runtime.vault.decrypt_json(row.credentials), row.credentials
 
 
+def sync_log(runtime) -> list:
+    from sqlalchemy import select
+
+    from hub.db import transaction
+    from hub.models import SyncLog
+
+    with transaction(runtime.engine) as session:
+        return session.scalars(select(SyncLog).order_by(SyncLog.id)).all()
+
+
 def contacts(prefix: str, count: int) -> list[CrmRecord]:
     return [CrmRecord("contact", None, {"email": f"{prefix}{i}@example.com", "firstname": "P"}) for i in range(count)]
 
@@ -69,6 +79,8 @@ def test_hubspot_token_near_expiry_is_refreshed_ahead(runtime, workspace, hubspo
     assert credentials["access_token"] not in ciphertext
     connector.find_by_email(["jane@example.com"])
     assert hubspot.token_requests == 1
+    assert [(r.operation, r.status, r.http_status) for r in sync_log(runtime)] == [
+        ("oauth.refresh", "ok", 200), ("contacts.batch_read", "ok", 207), ("contacts.batch_read", "ok", 207)]
 
 
 def test_hubspot_token_expiring_mid_run_is_refreshed_once_and_no_write_is_lost(runtime, workspace, hubspot):
@@ -128,6 +140,9 @@ def test_a_refused_refresh_token_is_fatal_with_the_vendor_code(runtime, workspac
         connector.find_by_email(["jane@example.com"])
     assert refused.value.code == "BAD_REFRESH_TOKEN"
     assert hubspot.token_requests == 1 and hubspot.api_requests() == []
+    [row] = sync_log(runtime)
+    assert (row.operation, row.status, row.http_status) == ("oauth.refresh", "error", 400)
+    assert "BAD_REFRESH_TOKEN" in row.error and "revoked" not in row.error
 
 
 def test_salesforce_invalid_session_refreshes_once_and_keeps_the_refresh_token(runtime, workspace, salesforce):

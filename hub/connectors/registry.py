@@ -42,6 +42,7 @@ def _build_hubspot(runtime, workspace_id: str, recorder: SyncLogRecorder) -> Hub
     conn = runtime.redis()
     store = CredentialStore(runtime, workspace_id, "hubspot")
     tokens = HubSpotTokens(store, conn, api_base=runtime.settings.hubspot_api_base)
+    tokens.recorder = recorder
     _checked(HubSpotConnector.credentials_schema, tokens.credentials, "hubspot")
     portal = store.account_id or workspace_id
     return HubSpotConnector(tokens, api_base=runtime.settings.hubspot_api_base,
@@ -55,6 +56,7 @@ def _build_salesforce(runtime, workspace_id: str, recorder: SyncLogRecorder) -> 
     conn = runtime.redis()
     store = CredentialStore(runtime, workspace_id, "salesforce")
     tokens = SalesforceTokens(store, conn, login_url=runtime.settings.salesforce_login_url)
+    tokens.recorder = recorder
     _checked(SalesforceConnector.credentials_schema, tokens.credentials, "salesforce")
     reserve = ApiReserve(conn, store.account_id or workspace_id, runtime.settings.salesforce_api_reserve)
     return SalesforceConnector(tokens, reserve=reserve, recorder=recorder,

@@ -72,6 +72,7 @@ class _RefreshingTokens:
         self.timeout = timeout
         self.credentials, self.settings = store.load()
         self.refresh_count = 0            # refreshes this object made itself (not reused ones)
+        self.recorder = None              # a SyncLogRecorder: token calls are outbound calls too
 
     @property
     def lock_name(self) -> str:
@@ -112,11 +113,22 @@ class _RefreshingTokens:
         if missing:
             raise FatalError(f"{self.kind} token expired and cannot be refreshed (no {', '.join(missing)})",
                              code="TOKEN_EXPIRED")
+        started = time.perf_counter()
         try:
-            response = self.http.post(url, data=form, timeout=self.timeout,
-                                      headers={"Accept": "application/json"})
+            response = self.http.post(url, data=form, timeout=self.timeout, headers={"Accept": "application/json"})
         except requests.RequestException as exc:
-            raise RetriableError(f"{self.kind} token endpoint unreachable: {type(exc).__name__}") from exc
+            unreachable = RetriableError(f"{self.kind} token endpoint unreachable: {type(exc).__name__}")
+            self._record(started, None, unreachable)
+            raise unreachable from exc
+        try:
+            body = self._token_answer(response)
+        except (RetriableError, FatalError) as exc:
+            self._record(started, response, exc)
+            raise
+        self._record(started, response, None)
+        return body
+
+    def _token_answer(self, response: requests.Response) -> dict:
         if response.status_code == 429 or response.status_code >= 500:
             raise RetriableError(f"{self.kind} token endpoint answered {response.status_code}",
                                  status=response.status_code)
@@ -125,6 +137,16 @@ class _RefreshingTokens:
             code = body.get("error") or body.get("status") or f"HTTP_{response.status_code}"
             raise FatalError(f"{self.kind} token refresh refused", code=str(code), status=response.status_code)
         return body
+
+    def _record(self, started: float, response, error: Exception | None) -> None:
+        if self.recorder is None:
+            return
+        code = getattr(error, "code", None)
+        self.recorder.record(target=self.kind, operation="oauth.refresh", object_ids=[], request_id=None,
+                             status="error" if error else "ok",
+                             http_status=response.status_code if response is not None else None,
+                             latency_ms=(time.perf_counter() - started) * 1000.0,
+                             error=(f"{code}: {error}" if code else str(error)) if error else None)
 
 
 class HubSpotTokens(_RefreshingTokens):
