@@ -211,3 +211,24 @@ def test_mql_notice_goes_to_slack_when_configured(client, runtime, workspace, cr
     text = request.get_json()["text"]
     assert text.startswith("*New MQL for alice@seller.io*")
     assert "score 55, grade B" in text and "Demo requested +55" in text
+
+
+def test_preflight_creates_the_hubspot_score_properties_in_their_group_and_checks_salesforce(runtime, workspace):
+    from click.testing import CliRunner
+
+    from hub.cli import main as hub_cli
+
+    hubspot, salesforce = HubSpotFake(hub_properties=False), SalesforceFake()
+    with serve(hubspot) as hs, serve(salesforce) as sf:
+        point_runtime_at(runtime, hubspot_url=hs.url, salesforce_login_url=sf.url)
+        connect_hubspot_fake(runtime, workspace["workspace_id"], hubspot)
+        connect_salesforce_fake(runtime, workspace["workspace_id"], salesforce)
+        monkeypatch_env = {"HUBSPOT_API_BASE": hs.url, "SALESFORCE_LOGIN_URL": sf.url}
+        result = CliRunner(env=monkeypatch_env).invoke(
+            hub_cli, ["rules", "preflight", "--workspace", workspace["workspace_id"]])
+
+    assert {"hub_score", "hub_grade", "hub_score_reasons"} <= set(hubspot.properties)
+    assert {hubspot.properties[name]["groupName"] for name in ("hub_score", "hub_grade", "hub_score_reasons")} == {
+        "lead_hub"}
+    assert result.output.splitlines() == ["hubspot: ok", "salesforce: ok"]
+    assert result.exit_code == 0

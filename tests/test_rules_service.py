@@ -219,3 +219,27 @@ def test_decay_pass_matches_a_full_re_evaluation_and_reports_threshold_crossings
     assert scores == [33.86] * 3
     assert full.score == 33.86
     assert reasons == pytest.approx(55 * 0.5 ** (21 / 30), abs=1e-6)
+
+
+def test_periodic_decay_job_over_simulated_weeks_takes_the_lead_out_of_mql_only_below_the_exit_score(runtime, ws):
+    from hub.rules import jobs
+
+    contact_id = add_contact(runtime, ws, [("demo_request", 0, {})], **VP)
+    with transaction(runtime.engine) as session:
+        evaluate_contact(session, ws, contact_id, NOW)
+    row = Outbox(workspace_id=ws, job="rules_decay", payload={})
+
+    weekly = []
+    for week in range(1, 5):
+        jobs.decay(runtime, row, now=NOW + timedelta(weeks=week))
+        with transaction(runtime.engine) as session:
+            contact = session.get(Contact, contact_id)
+            weekly.append((contact.score, contact.mql))
+
+    # 55 * 0.5 ** (7w / 30d); below the entry score 50 it stays an MQL (hysteresis) until under 35
+    assert weekly == [(46.79, True), (39.8, True), (33.86, False), (28.8, False)]
+    with transaction(runtime.engine) as session:
+        stays = session.scalars(select(SegmentMembership).where(SegmentMembership.segment == "mql")).all()
+        assert [(m.entered_at, m.left_at) for m in stays] == [(NOW, NOW + timedelta(weeks=3))]
+        assert session.scalar(select(func.count()).select_from(Outbox).where(
+            Outbox.job == "rules_decay", Outbox.done_at.is_(None))) >= 1   # the job re-armed itself
