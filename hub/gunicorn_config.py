@@ -1,12 +1,14 @@
 """gunicorn settings for the hub: `gunicorn -c python:hub.gunicorn_config wsgi:app`.
 
-Command-line flags override any of these (`-w 4`, `--bind ...`). The worker class and thread count
-are the ones bench/ingest measured fastest for the receiver; see README "Production".
+Command-line flags override any of these (`-w 4`, `--bind ...`, `--access-logfile -`). The worker
+class and thread count are the ones bench/ingest measured for the receiver; see README "Production".
 """
 import os
 
+from gunicorn.glogging import Logger
+
 from hub import defaults
-from hub.logs import gunicorn_logconfig
+from hub.logs import JsonFormatter
 
 bind = "0.0.0.0:" + (os.environ.get("HUB_PORT") or str(defaults.DEFAULT_PORT))
 workers = 2
@@ -16,7 +18,20 @@ timeout = 30
 graceful_timeout = 20
 keepalive = 5                   # vendors and reverse proxies reuse connections
 control_socket_disable = True   # several hubs on one machine must not share ~/.gunicorn/gunicorn.ctl
-logconfig_dict = gunicorn_logconfig()
+
+
+class JsonLogger(Logger):
+    """gunicorn's own lines in the hub's JSON shape. Access lines only with --access-logfile: a
+    disabled access log costs nothing per request (a filtered one still formats every line)."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(JsonFormatter())
+
+
+logger_class = JsonLogger
 
 
 def child_exit(server, worker):

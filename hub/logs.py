@@ -69,19 +69,3 @@ def init_app(app) -> None:
     if not app.testing:
         configure()
 
-
-def gunicorn_logconfig() -> dict:
-    """gunicorn's own log lines (`logconfig_dict`) in the same JSON shape as the hub's."""
-    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": JsonFormatter}},
-        "handlers": {"json_stderr": handler},
-        "root": {"level": "INFO", "handlers": ["json_stderr"]},
-        "loggers": {
-            "gunicorn.error": {"level": "INFO", "handlers": ["json_stderr"], "propagate": False},
-            # Access lines are off (WARNING) by default: every delivery would print one.
-            "gunicorn.access": {"level": "WARNING", "handlers": ["json_stderr"], "propagate": False},
-        },
-    }

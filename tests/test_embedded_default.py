@@ -53,9 +53,9 @@ class Served:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"hub serve exited early:\n{self.output()}"
             try:
-                if requests.get(self.base + "/healthz", timeout=2).status_code == 200:
+                if requests.get(self.base + "/healthz", timeout=5).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):   # not listening, or workers booting
                 pass
             time.sleep(0.2)
         raise AssertionError(f"hub serve did not answer /healthz in {START_SECONDS}s:\n{self.output()}")
