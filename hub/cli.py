@@ -244,6 +244,71 @@ def _supervise(tree) -> int:
     return tree.run()
 
 
+# --- two-way sync: field map, backfill ------------------------------------------------------------
+
+@main.group()
+def mapping():
+    """The HubSpot <-> Salesforce field map and its per-field directions."""
+
+
+@mapping.command("show")
+@click.option("--workspace", "workspace_id", required=True)
+@json_option
+@with_appcontext
+def mapping_show(workspace_id, as_json):
+    from hub.sync.settings import workspace_mapping
+
+    rows = workspace_mapping(current_runtime(), workspace_id)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        crm = f" ({row['crm']})" if row["crm"] else ""
+        forward = " forward only to " + ",".join(row["forward_only"]) if row["forward_only"] else ""
+        click.echo(f"{row['field']}: {row['hubspot'] or '-'} <-> {row['salesforce'] or '-'}  "
+                   f"{row['direction']}{crm}{forward}")
+
+
+@mapping.command("set")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--field", "field_name", required=True, help="canonical field, e.g. title")
+@click.option("--direction", required=True,
+              type=click.Choice(("two_way", "most_recent", "crm_wins_unless_blank", "crm_always", "hub_always", "none")))
+@click.option("--crm", type=click.Choice(("hubspot", "salesforce")), default=None,
+              help="the CRM a crm_wins_unless_blank / crm_always direction names")
+@json_option
+@with_appcontext
+def mapping_set(workspace_id, field_name, direction, crm, as_json):
+    from hub.sync.settings import set_direction
+
+    try:
+        emit(set_direction(current_runtime(), workspace_id, field_name, direction, crm), as_json)
+    except (ValueError, admin.AdminError) as exc:
+        _fail(exc)
+
+
+@main.command("backfill")
+@click.argument("system", type=click.Choice(("hubspot", "salesforce")))
+@click.option("--workspace", "workspace_id", required=True)
+@json_option
+@with_appcontext
+def backfill_command(system, workspace_id, as_json):
+    """Read every contact of a CRM (resumable; under the rate limit) and queue them for processing."""
+    from hub.connectors import registry
+    from hub.exceptions import FatalError, RetriableError
+    from hub.sync.backfill import backfill
+
+    runtime = current_runtime()
+    try:
+        connector = registry.connector_for(runtime, workspace_id, system)
+        with click.progressbar(length=0, label=f"backfill {system}", show_pos=True,
+                               file=sys.stderr) as bar:
+            result = backfill(runtime, workspace_id, system, connector, progress=bar.update)
+    except (FatalError, RetriableError) as exc:
+        _fail(Exception(f"backfill stopped ({type(exc).__name__}: {exc}); run it again to resume"))
+    emit({"read": result.read, "stored": result.stored, "pages": result.pages,
+          "resumed": str(result.resumed).lower()}, as_json)
+
 
 # --- lead rules (hub/rules/cli.py) ---------------------------------------------------------------
 

@@ -74,3 +74,4 @@ ECHO_LEDGER_TTL_SECONDS = 3600          # how long a written value is recognised
 ECHO_CLOCK_SKEW_SECONDS = 5             # a vendor change stamped this much before the write can be its echo
 SALESFORCE_POLL_INTERVAL_SECONDS = 60   # the Salesforce polling job runs this often per workspace
 BACKFILL_COMMIT_EVERY_PAGES = 1         # the backfill cursor is stored after this many pages
+SYNC_ORDER_TOLERANCE_SECONDS = 1.0      # the hub's and the CRMs' clocks agree within this (ordering vs own writes)

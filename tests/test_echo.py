@@ -138,3 +138,31 @@ def test_value_carried_in_a_message_for_another_fields_edit_is_not_an_edit(runti
         echo.remember_values(session, ws, "salesforce", LEAD_ID, {"last_name": "Smith"})
     kept = _drop(runtime, ws, _sf({"first_name": "Janet", "last_name": "Doe"}))
     assert kept.fields == {"first_name": "Janet"}
+
+
+def test_a_persons_value_over_the_hubs_write_makes_the_field_unknown(runtime, linked):
+    """Which came last in Salesforce (the hub's write or the person's edit) is unknown: the snapshot
+    forgets the field so the next push writes the canonical value instead of skipping it."""
+    ws, contact_id = linked
+    _drop(runtime, ws, _sf({"title": "Old"}))
+    with transaction(runtime.engine) as session:
+        echo.record_writes(session, ws, "salesforce", contact_id, LEAD_ID, {"title": "Hub"}, MAPPING)
+        echo.remember_values(session, ws, "salesforce", LEAD_ID, {"title": "Hub"})
+    kept = _drop(runtime, ws, _sf({"title": "Person"}))
+    assert kept.fields == {"title": "Person"}
+    with transaction(runtime.engine) as session:
+        assert "title" not in echo.load_snapshot(session, ws, "salesforce", LEAD_ID).values
+
+
+def test_a_persons_value_from_before_the_hubs_write_leaves_the_write_in_place(runtime, linked):
+    """A message stamped well before the hub's write: Salesforce holds the write; processing judges the
+    person's value by its time, and the snapshot keeps the write so a newer canonical value is pushed."""
+    ws, contact_id = linked
+    _drop(runtime, ws, _sf({"title": "Old"}, at=utcnow() - timedelta(minutes=2)))
+    with transaction(runtime.engine) as session:
+        echo.record_writes(session, ws, "salesforce", contact_id, LEAD_ID, {"title": "Hub"}, MAPPING)
+        echo.remember_values(session, ws, "salesforce", LEAD_ID, {"title": "Hub"})
+    kept = _drop(runtime, ws, _sf({"title": "Person"}, at=utcnow() - timedelta(seconds=30)))
+    assert kept.fields == {"title": "Person"}
+    with transaction(runtime.engine) as session:
+        assert echo.load_snapshot(session, ws, "salesforce", LEAD_ID).values["title"] == "Hub"

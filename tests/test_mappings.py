@@ -133,3 +133,23 @@ def test_crm_to_canonical_skips_hub_owned_and_forward_only_fields():
     got = fm.crm_to_canonical(MAPPING, "salesforce", {"FirstName": "Ann", "Status": "Working - Contacted",
                                                        "Hub_Score__c": 80, "Rating": "Hot"}, "Lead")
     assert got == {"first_name": "Ann"}
+
+
+def test_mapping_cli_shows_and_overrides_a_direction(runtime, workspace):
+    from click.testing import CliRunner
+
+    from hub.cli import main as hub_cli
+
+    ws = workspace["workspace_id"]
+    shown = CliRunner().invoke(hub_cli, ["mapping", "show", "--workspace", ws])
+    assert shown.exit_code == 0 and "title: jobtitle <-> Title  two_way" in shown.output
+    assert "lifecycle_stage: lifecyclestage <-> Status  two_way forward only to salesforce" in shown.output
+    changed = CliRunner().invoke(hub_cli, ["mapping", "set", "--workspace", ws, "--field", "title",
+                                           "--direction", "crm_always", "--crm", "salesforce", "--json"])
+    assert changed.exit_code == 0, changed.output
+    assert json.loads(changed.output) == {"field": "title", "direction": "crm_always", "crm": "salesforce"}
+    rows = json.loads(CliRunner().invoke(hub_cli, ["mapping", "show", "--workspace", ws, "--json"]).output)
+    assert next(r for r in rows if r["field"] == "title")["direction"] == "crm_always"
+    refused = CliRunner().invoke(hub_cli, ["mapping", "set", "--workspace", ws, "--field", "title",
+                                           "--direction", "crm_always"])
+    assert refused.exit_code != 0 and "names a CRM" in refused.output

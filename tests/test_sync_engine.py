@@ -7,16 +7,18 @@ alone with the vendor's error code.
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from hub.connectors.base import CrmConnector, CrmRecord, WriteResult
 from hub.db import transaction
 from hub.exceptions import RetriableError
 from hub.models import Connection, Contact, EchoLedger, Identity, Outbox, PendingPush, SyncLog, utcnow
 from hub.sync import echo, push, relay
+from tests.conftest import run_pipeline
 
 _ids = itertools.count(1)
 
@@ -258,3 +260,111 @@ def test_relay_sends_sync_rows_to_the_sync_job():
             (3, "w1", {"event_ids": [3]}, "process_events")]
     jobs = relay._group_into_jobs(rows)
     assert sorted(jobs) == [("hub.sync.jobs.process_outbox", [1, 3]), ("hub.sync.jobs.run_sync_outbox", [2])]
+
+
+# --- backfill and polling against the loopback fakes ----------------------------------------------
+
+from tests.fakes.hubspot_fake import HubSpotFake  # noqa: E402
+from tests.fakes.salesforce_fake import SalesforceFake  # noqa: E402
+from tests.fakes.server import serve  # noqa: E402
+from tests.fakes.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at  # noqa: E402
+
+
+class Crash(Exception):
+    pass
+
+
+def _crashing(connector, after_pages: int):
+    """The connector's backfill walk, dying after `after_pages` pages (a killed process)."""
+    real = connector.iter_all
+
+    def iter_all(cursor=None):
+        for n, page in enumerate(real(cursor)):
+            if n == after_pages:
+                raise Crash()
+            yield page
+    connector.iter_all = iter_all
+    return connector
+
+
+def test_backfill_pages_everything_and_resumes_after_a_crash(runtime, workspace, monkeypatch):
+    from click.testing import CliRunner
+
+    from hub.cli import main as hub_cli
+    from hub.connectors import registry
+    from hub.models import Event, SyncCursor
+    from hub.sync.backfill import backfill
+
+    ws = workspace["workspace_id"]
+    fake = HubSpotFake()
+    for n in range(250):
+        fake.ui_edit(f"b{n}@example.com", {"firstname": f"B{n}"})
+    with serve(fake) as server:
+        point_runtime_at(runtime, hubspot_url=server.url)
+        monkeypatch.setenv("HUBSPOT_API_BASE", server.url)       # the CLI builds its runtime from the env
+        connect_hubspot_fake(runtime, ws, fake)
+        with pytest.raises(Crash):
+            backfill(runtime, ws, "hubspot", _crashing(registry.connector_for(runtime, ws, "hubspot"), 1))
+        pages_before = len(fake.api_requests("/crm/v3/objects/contacts"))
+        with transaction(runtime.engine) as session:
+            first_read = session.scalar(select(func.count()).select_from(Event))
+        result = CliRunner().invoke(hub_cli, ["backfill", "hubspot", "--workspace", ws, "--json"])
+        assert result.exit_code == 0, result.output
+        answer = json.loads(result.output.strip().splitlines()[-1])
+        pages_after = len(fake.api_requests("/crm/v3/objects/contacts")) - pages_before
+    assert 0 < first_read < 250
+    assert answer["resumed"] == "true" and answer["read"] == 250 - first_read   # page 1 is not read again
+    assert pages_after == -(-(250 - first_read) // first_read)   # the rest, page by page, nothing twice
+    with transaction(runtime.engine) as session:
+        kinds = session.scalars(select(Event.kind).where(Event.source == "hubspot")).all()
+        assert len(kinds) == 250 and set(kinds) == {"contact.snapshot"}
+        cursor = session.scalar(select(SyncCursor).where(SyncCursor.name == "backfill"))
+        assert cursor.finished_at is not None and cursor.done == 250
+    run_pipeline(runtime)
+    with transaction(runtime.engine) as session:
+        assert session.scalar(select(Contact.first_name).where(Contact.email == "b7@example.com")) == "B7"
+
+
+def test_salesforce_polling_stores_each_change_once(runtime, workspace):
+    from hub.models import Event
+    from hub.sync.engine import connectors_for
+    from hub.sync.polling import poll_once
+
+    ws = workspace["workspace_id"]
+    fake = SalesforceFake()
+    leads = [fake.ui_edit("Lead", None, {"Email": f"l{n}@example.com", "LastName": f"L{n}", "Company": "Acme"})
+             for n in range(3)]
+    with serve(fake) as server:
+        point_runtime_at(runtime, salesforce_login_url=server.url)
+        connect_salesforce_fake(runtime, ws, fake)
+        connector = connectors_for(runtime, ws)["salesforce"]
+        assert poll_once(runtime, ws, connector) == 3
+        assert poll_once(runtime, ws, connector) == 0        # the lookback re-reads; nothing is stored twice
+        fake.clock.advance(2)
+        fake.ui_edit("Lead", leads[1]["Id"], {"Title": "CFO"})
+        assert poll_once(runtime, ws, connector) == 1
+    run_pipeline(runtime)
+    with transaction(runtime.engine) as session:
+        assert session.scalar(select(Contact.title).where(Contact.email == "l1@example.com")) == "CFO"
+        assert session.scalar(select(func.count()).select_from(Event)) == 4
+
+
+def test_polling_job_re_arms_itself(runtime, workspace):
+    from hub.sync import polling
+    from hub.sync.jobs import run_sync_outbox
+
+    ws = workspace["workspace_id"]
+    fake = SalesforceFake()
+    with serve(fake) as server:
+        point_runtime_at(runtime, salesforce_login_url=server.url)
+        connect_salesforce_fake(runtime, ws, fake)
+        with transaction(runtime.engine) as session:
+            polling.arm(session, ws, delay_seconds=0)
+            [row_id] = session.scalars(select(Outbox.id).where(Outbox.job == "sync_poll")).all() or [None]
+        with transaction(runtime.engine) as session:
+            row_id = session.scalar(select(Outbox.id).where(Outbox.job == "sync_poll"))
+        run_sync_outbox([row_id])
+    with transaction(runtime.engine) as session:
+        rows = session.execute(select(Outbox.id, Outbox.done_at, Outbox.available_at)
+                               .where(Outbox.job == "sync_poll").order_by(Outbox.id)).all()
+    assert rows[0].done_at is not None and rows[1].done_at is None and rows[1].available_at > utcnow()

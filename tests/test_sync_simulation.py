@@ -13,9 +13,9 @@ ping-pong), no person may exist twice in either CRM, and each side refreshes its
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import select
@@ -23,6 +23,7 @@ from sqlalchemy import select
 from hub import defaults
 from hub.db import transaction
 from hub.models import Contact
+from hub.sync import echo
 from tests.conftest import run_pipeline
 from tests.fakes.common import FakeClock, FaultPlan
 from tests.fakes.hubspot_fake import HubSpotFake
@@ -114,6 +115,7 @@ class Simulation:
         return deliveries
 
     def deliver(self, hold: bool = True) -> int:
+        self.clock.advance(2.0)                                     # webhooks and workers take a moment
         deliveries = self.collect() + self.held
         self.held = []
         self.rng.shuffle(deliveries)
@@ -159,6 +161,7 @@ class Simulation:
 def run(runtime, client, workspace_id, seed: int, people: int = 8, rounds: int = 12) -> Simulation:
     rng = random.Random(seed)
     clock = FakeClock()
+    FakeClock.shared = clock
     hubspot = HubSpotFake(clock=clock, faults=FaultPlan(fraction=0.15, statuses=(429, 500, 502, 503),
                                                         retry_after=0, seed=seed))
     salesforce = SalesforceFake(clock=clock, faults=FaultPlan(fraction=0.15, statuses=(503,), retry_after=0,
@@ -214,6 +217,10 @@ def check(sim: Simulation) -> None:
 def fast_sync(monkeypatch):
     monkeypatch.setattr(defaults, "SYNC_PUSH_COALESCE_SECONDS", 0.0)
     monkeypatch.setattr(defaults, "SYNC_PUSH_BACKOFF_SECONDS", (0,))
+    # The hub's clock agrees with the vendors' (NTP in production): here both read the fakes' clock.
+    monkeypatch.setattr(FakeClock, "shared", None, raising=False)
+    monkeypatch.setattr(echo, "utcnow", lambda: datetime.fromtimestamp(
+        (FakeClock.shared or FakeClock()).now(), timezone.utc))
 
 
 @pytest.mark.parametrize("seed", CI_SEEDS)

@@ -173,6 +173,13 @@ def on_property_change(item: dict) -> list[ContactChange]:
     return [_base(item, fields={field_name: value})]
 
 
+def on_snapshot(item: dict) -> list[ContactChange]:
+    """A contact read by backfill or polling (stored by hub.sync.snapshots), not a webhook."""
+    from hub.sync.snapshots import hubspot_snapshot_changes
+
+    return hubspot_snapshot_changes(item)
+
+
 def on_deletion(item: dict) -> list[ContactChange]:
     return [_base(item, action="delete")]
 
@@ -213,4 +220,5 @@ HANDLERS = {
     "contact.merge": on_merge,
     "contact.privacyDeletion": on_privacy_deletion,
     "contact.associationChange": on_association_change,
+    "contact.snapshot": on_snapshot,
 }

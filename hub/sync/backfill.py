@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
+from hub import defaults
 from hub.connectors.base import CrmConnector
 from hub.db import transaction
 from hub.sync.polling import load_cursor, save_cursor
@@ -42,8 +43,19 @@ def start_cursor(runtime, workspace_id: str, system: str) -> tuple[str | None, b
         return row.cursor, True
 
 
+def read_full_pages(connector: CrmConnector) -> None:
+    """HubSpot's list API pages 100 contacts, but only 50 when property histories are asked for:
+    a backfill reads full pages (twice the contacts per call under the same rate limit); each
+    record's lastmodifieddate then stamps its values, and processing judges them like any change."""
+    if getattr(connector, "kind", "") == "hubspot":
+        connector.history_properties = ()
+        connector.backfill_page_size = defaults.HUBSPOT_BATCH_SIZE
+
+
 def backfill(runtime, workspace_id: str, system: str, connector: CrmConnector,
-             progress: Callable[[int], None] | None = None) -> BackfillResult:
+             progress: Callable[[int], None] | None = None, with_history: bool = False) -> BackfillResult:
+    if not with_history:
+        read_full_pages(connector)
     cursor, resumed = start_cursor(runtime, workspace_id, system)
     result = BackfillResult(resumed=resumed)
     for page in connector.iter_all(cursor):

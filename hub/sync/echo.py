@@ -120,6 +120,12 @@ def remember_values(session, workspace_id: str, system: str, object_id: str, val
     return snapshot
 
 
+def forget_values(session, workspace_id: str, system: str, object_id: str, names: set[str]) -> None:
+    snapshot = load_snapshot(session, workspace_id, system, object_id)
+    if snapshot is not None:
+        snapshot.values = {k: v for k, v in (snapshot.values or {}).items() if k not in names}
+
+
 # --- judging an incoming change ----------------------------------------------------------------------
 
 def _connection_settings(session, workspace_id: str, system: str) -> dict:
@@ -189,11 +195,46 @@ def drop_echoes(session, workspace_id: str, change: ContactChange) -> ContactCha
             kept[name] = raw
         else:
             reasons[name] = verdict
-    _update_snapshot(session, workspace_id, change, snapshot, seen)
+    older, uncertain = _order_against_writes(change, mapping, kept, known, ledger)
+    _update_snapshot(session, workspace_id, change, snapshot, {k: v for k, v in seen.items() if k not in older})
+    if uncertain:
+        # The record held the hub's write and now shows a person's other value: which came last in
+        # the CRM is unknown, so the next push writes the canonical value instead of assuming it is there.
+        forget_values(session, workspace_id, change.system, change.external_id, uncertain)
     kept = _inbound_filter(session, workspace_id, mapping, change, kept, reasons)
     if reasons:
         logger.debug("change from %s %s: dropped %s", change.system, change.external_id, reasons)
     return replace(change, fields=kept, field_times={k: v for k, v in change.field_times.items() if k in kept})
+
+
+def _order_against_writes(change: ContactChange, mapping, kept: dict, known: dict,
+                          ledger: dict) -> tuple[set[str], set[str]]:
+    """Salesforce fields whose known value is the hub's write and whose incoming value differs:
+    (made before that write: the CRM still holds the write, `older`; too close to tell, `uncertain`).
+
+    LastModifiedDate has second precision; the hub's and the vendor's clocks are assumed to agree
+    within SYNC_ORDER_TOLERANCE_SECONDS. A person's edit after the write updates the snapshot.
+    """
+    older, uncertain = set(), set()
+    if change.system != "salesforce":
+        return older, uncertain
+    tolerance = timedelta(seconds=defaults.SYNC_ORDER_TOLERANCE_SECONDS)
+    precision = timedelta(seconds=1)
+    for name in kept:
+        rule = mapping.rule(name)
+        if rule is None or name not in known:
+            continue
+        digest = value_hash(rule, change.system, known[name])
+        writes = [written_at for d, written_at in ledger.get(name, []) if d == digest]
+        changed_at = _field_time(change, name)
+        if not writes or changed_at is None:
+            continue
+        written_at = max(writes)
+        if changed_at + precision + tolerance <= written_at:
+            older.add(name)
+        elif changed_at < written_at + tolerance:
+            uncertain.add(name)
+    return older, uncertain
 
 
 def _judge(change: ContactChange, rule, name: str, raw: Any, ours: bool,

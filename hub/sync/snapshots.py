@@ -55,3 +55,24 @@ def store_records(engine, workspace_id: str, system: str, records: list[CrmRecor
     """Store the records as pending events (one transaction; duplicates ignored)."""
     build = EVENT_BUILDERS[system]
     return ingest(engine, [(workspace_id, build(record, origin)) for record in records if record.id])
+
+
+def hubspot_snapshot_changes(payload: dict) -> list:
+    """A HubSpot contact read by backfill/polling as one change: every synced property, with the
+    per-property change times when the read carried them (propertiesWithHistory)."""
+    from hub.changes import ContactChange
+    from webhooks.common import from_epoch_ms
+    from webhooks.hubspot import OBJECT_TYPE, PROPERTY_FIELDS, SYSTEM
+
+    fields, times = {}, {}
+    property_times = payload.get("propertyTimes") or {}
+    for prop, value in (payload.get("properties") or {}).items():
+        name = PROPERTY_FIELDS.get(prop)
+        if name is None:
+            continue
+        fields[name] = None if value == "" else value
+        if prop in property_times:
+            times[name] = from_epoch_ms(property_times[prop])
+    return [ContactChange(system=SYSTEM, external_id=str(payload["objectId"]), object_type=OBJECT_TYPE,
+                          fields=fields, field_times=times, changed_at=from_epoch_ms(payload.get("occurredAt")),
+                          change_source="BACKFILL")]
