@@ -119,3 +119,12 @@ HANDLED = [
 def test_handlers_turn_stored_submissions_into_changes(client, runtime, path, body, expected):
     assert client.post(path, data=body, headers=webflow_headers(SECRET, body)).status_code == 200
     assert [c for row in rows(runtime) for c in handled(webflow, row)] == expected
+
+
+def test_other_trigger_types_are_stored_for_processing_to_report(client, runtime, path):
+    body = json.dumps({"triggerType": "site_publish", "payload": {"site": "65427cf400e02b306eaa049c",
+                                                                 "publishedOn": "2026-11-25T18:30:00.000Z"}}).encode()
+    assert client.post(path, data=body, headers=webflow_headers(SECRET, body)).status_code == 200
+    assert client.post(path, data=body, headers=webflow_headers(SECRET, body)).json["duplicates"] == 1
+    assert [(row.kind, row.status) for row in rows(runtime)] == [("site_publish", "pending")]
+    assert "site_publish" not in webflow.HANDLERS

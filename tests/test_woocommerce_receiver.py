@@ -120,3 +120,11 @@ def test_php_escaped_slashes_are_verified_on_the_raw_bytes(client, runtime, path
     assert b"https:\\/\\/" in body
     assert client.post(path, data=body, headers=woocommerce_headers(SECRET, body, "customer.created")).status_code == 200
     assert rows(runtime)[0].payload["resource"]["_links"]["self"][0]["href"] == "https://shop.example.com/wp-json/wc/v3/customers/25"
+
+
+def test_topics_without_a_handler_are_stored_for_processing_to_report(client, runtime, path):
+    body = b'{"action":"woocommerce_add_to_cart","arg":"c4ca4238a0b923820dcc509a6f75849b"}'
+    headers = woocommerce_headers(SECRET, body, "action.woocommerce_add_to_cart")
+    assert client.post(path, data=body, headers=headers).status_code == 200
+    assert [(row.kind, row.status) for row in rows(runtime)] == [("action.woocommerce_add_to_cart", "pending")]
+    assert "action.woocommerce_add_to_cart" not in woocommerce.HANDLERS

@@ -24,6 +24,7 @@ from webhooks.common import (
     load_json,
     parse_int_header,
     require_header,
+    sha256_hex,
     verify_hmac,
 )
 
@@ -53,10 +54,10 @@ def parse(body: bytes) -> list[IncomingEvent]:
             or not isinstance(document.get("payload"), dict):
         raise PayloadError("malformed_payload", "expected a Webflow webhook with triggerType and payload")
     payload = document["payload"]
-    if not payload.get("id"):
-        raise PayloadError("malformed_payload", "payload.id is missing")
     kind = str(document["triggerType"])
-    return [IncomingEvent(source=SOURCE, kind=kind, dedupe_key=bounded_key(SOURCE, kind, payload["id"]),
+    # Form submissions carry an id; other trigger types are kept too, keyed by their signed bytes.
+    identity = payload.get("id") or f"body-{sha256_hex(body)}"
+    return [IncomingEvent(source=SOURCE, kind=kind, dedupe_key=bounded_key(SOURCE, kind, identity),
                           payload=document, occurred_at=from_iso(payload.get("submittedAt")))]
 
 

@@ -16,7 +16,16 @@ from flask import Response
 
 from hub.changes import ActivitySpec, ContactChange
 from hub.exceptions import PayloadError
-from webhooks.common import IncomingEvent, bounded_key, from_iso, hmac_sha256_b64, is_blank, load_json, verify_hmac
+from webhooks.common import (
+    IncomingEvent,
+    bounded_key,
+    from_iso,
+    hmac_sha256_b64,
+    is_blank,
+    load_json,
+    sha256_hex,
+    verify_hmac,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +62,12 @@ def parse(body: bytes, headers: Mapping[str, str] | None = None) -> list[Incomin
     if not meta["topic"]:
         raise PayloadError("missing_topic", f"{META_HEADERS['topic']} header is missing")
     resource = load_json(body)
-    if not isinstance(resource, dict) or "id" not in resource:
-        raise PayloadError("malformed_payload", "expected a WooCommerce resource object with an id")
+    if not isinstance(resource, dict):
+        raise PayloadError("malformed_payload", "expected a WooCommerce JSON object")
     modified = resource.get("date_modified_gmt") or resource.get("date_modified")
-    key = bounded_key(SOURCE, store_host(meta["source_url"]), meta["topic"], resource["id"], modified)
+    # Resources have an id; action.* topics do not and are keyed by their signed bytes.
+    identity = resource["id"] if "id" in resource else f"body-{sha256_hex(body)}"
+    key = bounded_key(SOURCE, store_host(meta["source_url"]), meta["topic"], identity, modified)
     payload = {**meta, "resource": resource}
     return [IncomingEvent(source=SOURCE, kind=meta["topic"], dedupe_key=key, payload=payload,
                           occurred_at=from_iso(modified), account_id=store_host(meta["source_url"]) or None)]
