@@ -2,6 +2,7 @@
 documents, recycling, and the batched decay pass (PostgreSQL when it answers, else SQLite)."""
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -243,3 +244,52 @@ def test_periodic_decay_job_over_simulated_weeks_takes_the_lead_out_of_mql_only_
         assert [(m.entered_at, m.left_at) for m in stays] == [(NOW, NOW + timedelta(weeks=3))]
         assert session.scalar(select(func.count()).select_from(Outbox).where(
             Outbox.job == "rules_decay", Outbox.done_at.is_(None))) >= 1   # the job re-armed itself
+
+
+def test_decay_pass_hands_whole_point_score_changes_to_the_sync_push(runtime, ws, hubspot_connection):
+    from hub.rules import jobs
+
+    contact_id = add_contact(runtime, ws, [("demo_request", 0, {})], **VP)
+    with transaction(runtime.engine) as session:
+        evaluate_contact(session, ws, contact_id, NOW)
+        session.execute(PendingPush.__table__.delete())
+
+    # two days: 55 -> 52.52, no threshold crossed, but the whole-number score moved: the CRMs get it
+    result = jobs.decay(runtime, Outbox(workspace_id=ws, job="rules_decay", payload={}), now=NOW + timedelta(days=2))
+
+    assert result == {"updated": 1, "reevaluated": 0, "pushed": 1}
+    with transaction(runtime.engine) as session:
+        assert session.get(Contact, contact_id).score == 52.52
+        assert session.scalar(select(PendingPush.fields)) == ["score"]
+
+
+def test_crm_update_and_message_triggers(runtime, ws, hubspot_connection, caplog):
+    from hub.rules.effects import run_effects
+
+    document = store.to_document(B2B)
+    document["mql"].update(enter_score=90, exit_score=80)      # no handoff here: only the buyers triggers
+    document["segments"].append({"name": "buyers", "when": "score >= 50", "triggers": [
+        {"on": "enter", "action": "crm_update", "params": {"fields": {"industry": "Priority account",
+                                                                      "lifecycle_stage": "lead"}}},
+        {"on": "enter", "action": "message", "params": {"subject": "Hi {first_name}", "text": "Thanks"}},
+        {"on": "enter", "action": "notice", "params": {"text": "{first_name} is a buyer, score {score}"}}]})
+    with transaction(runtime.engine) as session:
+        store.save_rules(session, ws, document)
+    contact_id = add_contact(runtime, ws, [("demo_request", 0, {})], lifecycle_stage="customer",
+                             consent={"email": {"granted": True}}, **VP)
+    with transaction(runtime.engine) as session:
+        outcome = evaluate_contact(session, ws, contact_id, NOW)
+    caplog.set_level(logging.INFO, logger="hub.rules")
+
+    counts = run_effects(runtime, outcome.effects)
+
+    assert counts == {"done": 3, "retry": 0, "failed": 0, "skipped": 0}
+    with transaction(runtime.engine) as session:
+        contact = session.get(Contact, contact_id)
+        effects = {e.kind: e for e in session.scalars(select(LeadEffect))}
+        assert (contact.industry, contact.lifecycle_stage) == ("Priority account", "customer")  # never backwards
+        assert effects["crm_update"].result == {"changed": ["industry"]}
+        assert effects["message"].result == {"skipped": "no email channel"}
+        assert effects["notice"].result == {"channel": "log"}
+        assert "industry" in session.scalar(select(PendingPush.fields))
+    assert any("Ana is a buyer, score 55" in r.getMessage() for r in caplog.records)

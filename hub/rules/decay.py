@@ -38,6 +38,7 @@ class DecayReport:
     updated: int = 0
     seconds: float = 0.0
     crossed: list[str] = field(default_factory=list)   # contacts whose score moved past a watched threshold
+    rounded_changed: list[str] = field(default_factory=list)   # contacts whose whole-number score changed
 
 
 def _decayed_contributions(contributions: dict, factor: float) -> dict:
@@ -50,7 +51,9 @@ def decay_workspace(engine, workspace_id: str, half_life_days: float | None, now
     """Decay every lead score of one workspace to `now`, one transaction per batch.
 
     `watch` lists score thresholds (MQL enter/exit, segment bounds); a contact whose score
-    crosses one is reported in `crossed`, so only those are re-evaluated.
+    crosses one is reported in `crossed`, so only those are re-evaluated. Contacts whose score
+    moved by a whole point are reported in `rounded_changed`, so the CRMs get the new score
+    without a write per contact per pass.
     """
     import time
 
@@ -83,6 +86,8 @@ def decay_workspace(engine, workspace_id: str, half_life_days: float | None, now
                 contact_updates.append({"b_id": contact_id, "score": round(new_total, 2)})
                 if any(min(old_total, new_total) < t <= max(old_total, new_total) for t in watch):
                     report.crossed.append(contact_id)
+                elif round(old_total) != round(new_total):
+                    report.rounded_changed.append(contact_id)
             if score_updates:
                 _bulk_update(session, LeadScore.__table__, LeadScore.__table__.c.contact_id, score_updates)
                 _bulk_update(session, Contact.__table__, Contact.__table__.c.id, contact_updates)

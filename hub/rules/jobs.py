@@ -66,8 +66,19 @@ def decay(runtime, row: Outbox, now=None) -> dict:
     for contact_id in report.crossed:
         with transaction(runtime.engine) as session:
             evaluate_contact(session, row.workspace_id, contact_id, now)
+    _push_scores(runtime, row.workspace_id, report.rounded_changed)
     _rearm(runtime, row, "rules_decay")
-    return {"updated": report.updated, "reevaluated": len(report.crossed)}
+    return {"updated": report.updated, "reevaluated": len(report.crossed), "pushed": len(report.rounded_changed)}
+
+
+def _push_scores(runtime, workspace_id: str, contact_ids: list[str]) -> None:
+    """Hand decayed scores that moved by a whole point to the sync push (coalesced per contact)."""
+    from hub.sync.push import schedule_push
+
+    for start in range(0, len(contact_ids), defaults.RULES_DECAY_BATCH):
+        with transaction(runtime.engine) as session:
+            for contact_id in contact_ids[start:start + defaults.RULES_DECAY_BATCH]:
+                schedule_push(session, workspace_id, contact_id, {"score"}, "rules")
 
 
 def sla(runtime, row: Outbox, now=None) -> dict:

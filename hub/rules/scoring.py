@@ -94,30 +94,31 @@ class Scorer:
             self.by_kind.setdefault(rule.kind, []).append(_CompiledActivityRule(rule, allowed_activity))
         self.profile_rules = [(r, compile_expression(r.when, PROFILE_NAMES | list_names)) for r in profile_rules]
         self.half_life_days = half_life_days
-        # Rules that look only at the activity kind need no per-activity context.
-        self._needs_context = any(c.when is not TRUE for rules in self.by_kind.values() for c in rules)
 
     def score(self, profile: dict, activities: list[ActivityFact], now: datetime,
               since: datetime | None = None) -> ScoreResult:
         """Score `activities` (any order) as of `now`; activities before `since` (a recycle) are ignored."""
         result = ScoreResult()
-        contributions = result.contributions
+        sums: dict[str, list] = {}                      # rule -> [points, count, label]
         daily_used: dict[tuple[str, object], float] = {}
         total_used: dict[str, float] = {}
-        for activity in sorted(activities, key=lambda a: a.occurred_at):
+        decaying = static = 0.0
+        for activity in sorted(activities, key=_occurred_at):
             rules = self.by_kind.get(activity.kind)
             if not rules or (since is not None and activity.occurred_at < since):
                 continue
-            context = activity_context(profile, activity, now) if self._needs_context else profile
-            day = activity.occurred_at.date()
+            context = None                              # built only when a rule of this kind needs it
             weight = None
             for compiled in rules:
                 rule = compiled.rule
-                if compiled.when is not TRUE and not compiled.when.fn(context):
-                    continue
+                if compiled.when is not TRUE:
+                    if context is None:
+                        context = activity_context(profile, activity, now)
+                    if not compiled.when.fn(context):
+                        continue
                 points = rule.points
                 if rule.daily_cap is not None:
-                    key = (rule.name, day)
+                    key = (rule.name, activity.occurred_at.date())
                     points = _capped(points, daily_used.get(key, 0.0), rule.daily_cap)
                     daily_used[key] = daily_used.get(key, 0.0) + points
                 if rule.total_cap is not None:
@@ -129,17 +130,26 @@ class Scorer:
                     if weight is None:
                         weight = decay_factor(now - activity.occurred_at, self.half_life_days)
                     points *= weight
-                    result.decaying += points
+                    decaying += points
                 else:
-                    result.static += points
-                previous = contributions.get(rule.name)
-                contributions[rule.name] = Fired(rule.name, compiled.label, points + (previous.points if previous else 0.0),
-                                                 (previous.count + 1) if previous else 1)
+                    static += points
+                entry = sums.get(rule.name)
+                if entry is None:
+                    sums[rule.name] = [points, 1, compiled.label]
+                else:
+                    entry[0] += points
+                    entry[1] += 1
         for rule, when in self.profile_rules:
             if when.fn(profile):
-                result.static += rule.points
-                contributions[rule.name] = Fired(rule.name, rule.label or rule.name, rule.points)
+                static += rule.points
+                sums[rule.name] = [rule.points, 1, rule.label or rule.name]
+        result.decaying, result.static = decaying, static
+        result.contributions = {name: Fired(name, label, points, count) for name, (points, count, label) in sums.items()}
         return result
+
+
+def _occurred_at(activity: ActivityFact) -> datetime:
+    return activity.occurred_at
 
 
 def top_reasons(fired: list[Fired], limit: int = 3) -> list[dict]:

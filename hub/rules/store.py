@@ -8,6 +8,7 @@ by `workspace.settings["rules_model"]` (default b2b).
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import OrderedDict
@@ -239,7 +240,7 @@ def to_document(rules: RuleSet) -> dict:
         if band["min_points"] is not None and math.isinf(band["min_points"]):
             band["min_points"] = None
     document["lists"] = {name: list(values) for name, values in rules.lists.items()}
-    return document
+    return json.loads(json.dumps(document))      # plain JSON types (lists, not tuples)
 
 
 def _preset_for(session, workspace_id: str) -> RuleSet:
