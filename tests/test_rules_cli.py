@@ -113,3 +113,21 @@ def test_save_refuses_an_invalid_document_with_the_path_to_the_problem(runtime, 
 
     assert result.exit_code == 1
     assert '"segments": {"0": {"when": ["function \'open\' is not allowed' in result.output
+
+
+def test_a_workspace_chooses_the_ecommerce_model(runtime, ws):
+    with transaction(runtime.engine) as session:
+        contact = Contact(workspace_id=ws, email="shopper@example.org")
+        session.add(contact)
+        session.flush()
+        for n, days in enumerate((10, 40)):
+            session.add(Activity(workspace_id=ws, contact_id=contact.id, kind="purchase", properties={"amount": 300},
+                                 occurred_at=utcnow() - timedelta(days=days), idempotency_key=f"o{n}"))
+        contact_id = contact.id
+
+    assert run("use", "--workspace", ws, "--model", "ecommerce").splitlines() == ["model: ecommerce", "version: 1"]
+    result = json.loads(run("test", "--contact", contact_id, "--json"))
+
+    # RFM: recency 10 days 30 + 2 orders 10 + spent 600 20 + customer for 40 days 5 = 65 -> B
+    assert (result["model"], result["grade"], result["fit_points"]) == ("ecommerce", "B", 65)
+    assert [r["rule"] for r in result["grade_rules"]] == ["recency_30", "frequency_2", "monetary_500", "duration_new"]

@@ -232,3 +232,25 @@ def test_preflight_creates_the_hubspot_score_properties_in_their_group_and_check
         "lead_hub"}
     assert result.output.splitlines() == ["hubspot: ok", "salesforce: ok"]
     assert result.exit_code == 0
+
+
+def test_preflight_says_exactly_which_salesforce_fields_an_admin_must_add(runtime, workspace, monkeypatch):
+    from click.testing import CliRunner
+
+    from hub.cli import main as hub_cli
+    from tests.fakes import salesforce_fake
+
+    without_hub_fields = [f for f in salesforce_fake.DESCRIBE_FIELDS["Contact"] if not f["name"].startswith("Hub_")]
+    monkeypatch.setitem(salesforce_fake.DESCRIBE_FIELDS, "Contact", without_hub_fields)
+    salesforce = SalesforceFake()
+    with serve(salesforce) as sf:
+        point_runtime_at(runtime, salesforce_login_url=sf.url)
+        connect_salesforce_fake(runtime, workspace["workspace_id"], salesforce)
+        result = CliRunner().invoke(hub_cli, ["rules", "preflight", "--workspace", workspace["workspace_id"]])
+
+    assert result.exit_code == 1
+    assert result.output.splitlines()[:4] == [
+        "salesforce: missing Contact.Hub_Score__c, Contact.Hub_Grade__c, Contact.Hub_Score_Reasons__c",
+        "  add Hub_Score__c: Number(5, 1), label 'Hub score' on Contact",
+        "  add Hub_Grade__c: Text(2), label 'Hub grade' on Contact",
+        "  add Hub_Score_Reasons__c: Text(255), label 'Hub score reasons' on Contact"]

@@ -70,17 +70,17 @@ def make_contacts(count: int, seed: int = 7) -> list[tuple[dict, list[ActivityFa
     return contacts
 
 
-def run_evaluations(rules: CompiledRules, contacts) -> tuple[float, float]:
-    started = time.perf_counter()
-    for contact, activities in contacts:
-        profile = rules.profile(contact, activities, NOW)
-        rules.scorer.score(profile, activities, NOW)
-    score_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    for contact, activities in contacts:
-        rules.evaluate(contact, activities, set(), NOW)
-    full_seconds = time.perf_counter() - started
-    return score_seconds, full_seconds
+def run_evaluations(rules: CompiledRules, contacts) -> dict[str, tuple[float, float]]:
+    """(CPU seconds, wall seconds) for score-only and full evaluations; per-core rates use CPU time,
+    so a busy machine does not distort them."""
+    timings = {}
+    for name, evaluate in (("score", lambda c, a: rules.scorer.score(rules.profile(c, a, NOW), a, NOW)),
+                           ("full", lambda c, a: rules.evaluate(c, a, set(), NOW))):
+        cpu, wall = time.process_time(), time.perf_counter()
+        for contact, activities in contacts:
+            evaluate(contact, activities)
+        timings[name] = (time.process_time() - cpu, time.perf_counter() - wall)
+    return timings
 
 
 def run_decay(database_url: str | None, count: int) -> tuple[float, int]:
@@ -125,13 +125,14 @@ def main() -> None:
     rules = bench_rules()
     contacts = make_contacts(args.contacts)
     activities = sum(len(a) for _, a in contacts)
-    score_seconds, full_seconds = run_evaluations(rules, contacts)
+    timings = run_evaluations(rules, contacts)
     print(f"rules: 20 scoring rules ({len(rules.rules.grade_rules)} grade rules, "
           f"{len(rules.rules.all_segments())} segments); contacts: {args.contacts:,}; activities: {activities:,}")
-    print(f"score evaluations/s/core: {args.contacts / score_seconds:,.0f} ({score_seconds:.2f} s)")
-    print(f"full evaluations/s/core (score + grade + segments): {args.contacts / full_seconds:,.0f} "
-          f"({full_seconds:.2f} s)")
-    print(f"target: >= 20,000/s/core -> {'met' if args.contacts / score_seconds >= 20_000 else 'NOT met'}")
+    for name, label in (("score", "score evaluations"), ("full", "full evaluations (score + grade + segments)")):
+        cpu, wall = timings[name]
+        print(f"{label}/s/core: {args.contacts / cpu:,.0f} (cpu {cpu:.2f} s, wall {wall:.2f} s)")
+    rate = args.contacts / timings["score"][0]
+    print(f"target: >= 20,000 score evaluations/s/core -> {'met' if rate >= 20_000 else 'NOT met'}")
     if not args.skip_decay:
         seconds, updated = run_decay(args.database_url, args.contacts)
         backend = (args.database_url or "sqlite").split(":")[0]

@@ -14,11 +14,12 @@ from sqlalchemy import select
 
 from hub.db import transaction
 from hub.exceptions import HubError
-from hub.models import Contact, Rep, utcnow
+from hub.models import Contact, Rep, Workspace, utcnow
 from hub.rules import store
 from hub.rules.dryrun import dry_run
 from hub.rules.evaluation import explain
 from hub.rules.handoff import recycle
+from hub.rules.presets import PRESETS
 from hub.rules.ruleset import CompiledRules
 
 
@@ -125,6 +126,21 @@ def rules_save(workspace_id, path, yes, as_json):
             return
         version = store.save_rules(session, workspace_id, document)
     click.echo(json.dumps({"version": version}) if as_json else f"version: {version}")
+
+
+@rules.command("use")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--model", type=click.Choice(sorted(PRESETS)), required=True)
+@with_appcontext
+def rules_use(workspace_id, model):
+    """Start the workspace on a default model (b2b: BANT grade; ecommerce: RFM grade), as a new version."""
+    with transaction(_runtime().engine) as session:
+        workspace = session.get(Workspace, workspace_id)
+        if workspace is None:
+            raise click.ClickException(f"no workspace {workspace_id}")
+        workspace.settings = {**(workspace.settings or {}), "rules_model": model}
+        version = store.save_rules(session, workspace_id, store.to_document(PRESETS[model]))
+    click.echo(f"model: {model}\nversion: {version}")
 
 
 @rules.command("show")
