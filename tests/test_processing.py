@@ -7,6 +7,7 @@ from sqlalchemy import select
 from hub.db import transaction
 from hub.models import Contact, Erasure, Event, Identity
 from hub.sync import identity as identity_mod
+from tests.conftest import run_pipeline
 from tests.processing_helpers import (
     contact_of,
     contacts,
@@ -130,7 +131,6 @@ def test_email_optout_becomes_consent(client, runtime, hubspot_connection, works
 
 def test_redelivery_and_replay_change_nothing(client, runtime, hubspot_connection, workspace):
     from hub.sync import replay
-    from tests.conftest import run_pipeline
 
     batch = hubspot_items("contact.creation__sample") + hubspot_items("contact.propertyChange__profile")
     deliver_and_run(client, runtime, batch)
@@ -224,6 +224,8 @@ def test_deletion_unlinks_the_identity_and_keeps_the_contact(client, runtime, hu
 
 def test_privacy_deletion_erases_and_late_events_do_not_recreate_the_person(client, runtime, hubspot_connection,
                                                                              workspace):
+    from hub.sync import replay
+
     profile(client, runtime, JANE)
     deliver_and_run(client, runtime, hubspot_items("contact.merge__sample"))     # Jane is now also 1247001
     jane_id = contact_of(runtime, ws(workspace), "hubspot", MERGED_NEW).id
@@ -253,6 +255,9 @@ def test_privacy_deletion_erases_and_late_events_do_not_recreate_the_person(clie
     assert [e.status for e in events(runtime)[-2:]] == ["ignored", "ignored"]
     assert all("erased_subject" in e.last_error for e in events(runtime)[-2:])
     assert [e.payload for e in events(runtime)[-2:]] == [{"erased": True}] * 2     # nothing personal is kept
+    replay.replay_event(runtime, events(runtime)[-1].id)
+    run_pipeline(runtime)
+    assert events(runtime)[-1].status == "ignored" and "erased_payload" in events(runtime)[-1].last_error
 
 
 def test_privacy_deletion_of_an_unknown_record_still_blocks_its_late_events(client, runtime, hubspot_connection,

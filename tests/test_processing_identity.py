@@ -97,6 +97,14 @@ def test_a_phone_without_prefix_is_read_in_the_contact_country(client, runtime, 
     assert (max_.country, max_.phone) == ("DE", "+4930901820")
 
 
+def test_a_submission_naming_nobody_is_ignored_with_its_reason(client, runtime, workspace, form_path):
+    submit(client, form_path, form_body(email="not an email", phone=None))
+    run_pipeline(runtime)
+    [event] = events(runtime)
+    assert event.status == "ignored" and event.last_error == "no_identifier"
+    assert contacts(runtime, ws(workspace)) == []
+
+
 def test_replaying_a_form_event_adds_no_second_activity(client, runtime, workspace, form_path):
     from hub.sync import replay
 

@@ -308,7 +308,7 @@ def erase_contact(session, contact: Contact, keep_event_id: int | None) -> set[s
     scrub = update(Event).where(Event.contact_id == contact.id)
     if keep_event_id is not None:
         scrub = scrub.where(Event.id != keep_event_id)
-    session.execute(scrub.values(payload={"erased": True}))
+    session.execute(scrub.values(payload={"erased": True}))     # processing.ERASED_PAYLOAD
     for name in PII_FIELDS:
         setattr(contact, name, None)
     contact.custom = {"erased_at": utcnow().isoformat()}

@@ -24,7 +24,7 @@ from hub.logs import mask_email
 from hub.mappings.transforms import epoch_ms
 from hub.models import Activity, Contact, Event
 from hub.rules.schedule import schedule_evaluation
-from hub.sync import identity
+from hub.sync import decisions, identity
 from hub.sync.apply import (
     CRM_SYSTEMS,
     Stamp,
@@ -41,6 +41,8 @@ from hub.sync.identity import ExternalId
 from hub.sync.push import schedule_push
 
 logger = logging.getLogger(__name__)
+
+ERASED_PAYLOAD = {"erased": True}          # what a privacy erasure leaves of an event's payload
 
 
 @dataclass
@@ -82,6 +84,8 @@ def process_event(session, runtime, event: Event) -> str:
     """Apply `event` to the canonical contacts: "processed", or "ignored" with the reason in last_error."""
     if not _hold_write_lock(session, event):
         return event.status                 # SQLite: another worker finished it while we waited for the lock
+    if event.payload == ERASED_PAYLOAD:
+        return _ignored(event, "erased_payload", "the payload was erased with the person it named")
     handler = getattr(receiver_module(event.source), "HANDLERS", {}).get(event.kind)
     if handler is None:
         return _ignored(event, "unknown_kind", f"no handler for {event.source} event {event.kind!r}")
@@ -100,7 +104,7 @@ def process_event(session, runtime, event: Event) -> str:
     if not applied:
         reasons = sorted({o.ignored for o in outcomes if o.ignored})
         if reasons == ["erased_subject"]:
-            event.payload = {"erased": True}       # a late event about an erased person keeps no personal data
+            event.payload = ERASED_PAYLOAD         # a late event about an erased person keeps no personal data
         return _ignored(event, reasons[0] if len(reasons) == 1 else "ignored", ", ".join(reasons))
     _run_hooks(session, ctx, applied)
     contact_ids = [o.contact_id for o in applied if o.contact_id]
@@ -201,7 +205,10 @@ def upsert(session, ctx: EventContext, change: ContactChange) -> Outcome:
         if identity.deleted_before(session, ws, ref, stamp.at_ms) is not None:
             return Outcome(ignored="deleted_identity")
         revived_contact_id = identity.revive(session, ws, ref)
-    contact = identity.resolve(session, ws, ref, email, phone_candidate(values))
+    phone = phone_candidate(values)
+    if ref is None and not email and not phone:
+        return Outcome(ignored="no_identifier")      # nobody to attach it to; the raw event stays stored
+    contact = identity.resolve(session, ws, ref, email, phone)
     if contact is None and revived_contact_id:
         contact = identity.lock_contact(session, revived_contact_id)
     created = contact is None
@@ -251,6 +258,7 @@ def delete(session, ctx: EventContext, change: ContactChange) -> Outcome:
     if ref is None:
         return Outcome(ignored="no_external_id")
     contact_id = identity.unlink(session, ctx.workspace_id, ref, _stamp(ctx, change).at_ms)
+    decisions.record_deletion(session, ctx.workspace_id, ref.system, ref.external_id, contact_id)
     return Outcome(contact_id=contact_id, evaluate=contact_id is not None)
 
 
@@ -298,6 +306,7 @@ def merge(session, ctx: EventContext, change: ContactChange) -> Outcome:
     for ref in refs:
         identity.link(session, ws, survivor, ref)
         identity.forget_tombstones(session, ws, ref)
+    decisions.record_merge(session, ws, primary.system, survivor.id, [r.external_id for r in refs])
     return Outcome(contact_id=survivor.id, changed=changed, evaluate=True)
 
 
