@@ -18,6 +18,7 @@ RELAY_IDLE_SECONDS = 0.2                # relay sleep when the outbox is empty
 RELAY_REDIS_DOWN_SECONDS = 1.0          # relay back-off while Redis is unreachable
 RELAY_MAX_BACKOFF_SECONDS = 30.0        # ...doubling per failed pass up to this
 OUTBOX_LEASE_SECONDS = 120              # an enqueued row not done by then is enqueued again
+OUTBOX_MAX_DELIVERIES = 20              # an event row handed out this often, never done: its events fail
 JOB_TIMEOUT_SECONDS = 600
 
 EVENT_MAX_ATTEMPTS = 5                  # then the event is 'failed' (see `hub replay --failed`)

@@ -1,4 +1,9 @@
-"""Prometheus metrics. Set PROMETHEUS_MULTIPROC_DIR to aggregate gunicorn workers and RQ work horses."""
+"""Prometheus metrics. Set PROMETHEUS_MULTIPROC_DIR to aggregate gunicorn workers and RQ work horses.
+
+Counters and histograms live in process memory (or the multiprocess folder) and never touch Redis
+or the database, so the request path keeps counting while either is down. Gauges are read from
+Redis and the database when /metrics is scraped.
+"""
 from __future__ import annotations
 
 import os
@@ -16,8 +21,14 @@ PROCESSING_LATENCY = Histogram(
 )
 EVENTS_PROCESSED = Counter("hub_events_processed_total", "Events processed by workers", ["status"])
 EVENTS_IGNORED = Counter("hub_events_ignored_total", "Events stored but not applied, by reason", ["source", "reason"])
-QUEUE_DEPTH = Gauge("hub_queue_depth", "Jobs waiting in the RQ queue", multiprocess_mode="liveall")
-OUTBOX_PENDING = Gauge("hub_outbox_pending", "Outbox rows not yet done", multiprocess_mode="liveall")
+# Set at scrape time by whichever process answers it: the most recent value is the true one.
+QUEUE_DEPTH = Gauge("hub_queue_depth", "Jobs waiting in the RQ queue", multiprocess_mode="mostrecent")
+FAILED_JOBS = Gauge("hub_queue_failed_jobs", "Jobs in RQ's failed registry", multiprocess_mode="mostrecent")
+OUTBOX_PENDING = Gauge("hub_outbox_pending", "Outbox rows not yet done", multiprocess_mode="mostrecent")
+OUTBOX_OLDEST_SECONDS = Gauge("hub_outbox_oldest_seconds", "Age of the oldest outbox row not yet done",
+                              multiprocess_mode="mostrecent")
+EVENTS_FAILED = Gauge("hub_events_failed", "Events that ran out of attempts (see `hub replay --failed`)",
+                      multiprocess_mode="mostrecent")
 
 
 def render() -> tuple[bytes, str]:

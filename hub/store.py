@@ -24,10 +24,22 @@ def _insert_ignoring_duplicates(engine: Engine):
     return dialect_insert(Event).on_conflict_do_nothing(index_elements=["workspace_id", "dedupe_key"])
 
 
+def _lock_order(row: dict) -> tuple[str, str]:
+    return row["workspace_id"], row["dedupe_key"]
+
+
+def _processing_order(row: dict) -> tuple:
+    occurred = row["occurred_at"]
+    return (occurred is None, occurred.timestamp() if occurred else 0.0, row["position"])
+
+
 def ingest(engine: Engine, routed: list[tuple[str, IncomingEvent]], status: str = "pending") -> IngestResult:
     """Store every (workspace_id, event); duplicates change nothing. Commits before returning.
 
     New pending events get one outbox row per workspace, so the relay can hand them to a worker.
+    Rows are inserted in unique-key order, so concurrent deliveries of overlapping batches take
+    their index locks in the same order (no deadlock); the outbox lists them in the order they
+    happened, which is the order workers apply them.
     """
     result = IngestResult()
     if not routed:
@@ -45,20 +57,30 @@ def ingest(engine: Engine, routed: list[tuple[str, IncomingEvent]], status: str 
             "dedupe_key": event.dedupe_key, "payload": event.payload, "received_at": now,
             "occurred_at": event.occurred_at, "status": status, "attempts": 0,
         })
+    rows.sort(key=_lock_order)
     with transaction(engine) as session:
-        stmt = _insert_ignoring_duplicates(engine).returning(Event.id, Event.workspace_id)
+        stmt = _insert_ignoring_duplicates(engine).returning(Event.id, Event.workspace_id, Event.dedupe_key)
         # One INSERT .. ON CONFLICT DO NOTHING RETURNING for the batch (SQLAlchemy "insertmanyvalues").
         inserted = session.execute(stmt, rows).all()
         result.duplicates += len(rows) - len(inserted)
-        by_workspace: dict[str, list[int]] = {}
-        for event_id, workspace_id in inserted:
-            by_workspace.setdefault(workspace_id, []).append(event_id)
-            result.accepted.append(event_id)
-        if status == "pending" and by_workspace:
-            session.execute(insert(Outbox), [
-                {"workspace_id": ws, "job": "process_events", "payload": {"event_ids": sorted(ids)},
-                 "created_at": now, "available_at": now, "attempts": 0}
-                for ws, ids in by_workspace.items()
-            ])
+        result.accepted.extend(event_id for event_id, _, _ in inserted)
+        if status == "pending" and inserted:
+            session.execute(insert(Outbox), _outbox_rows(routed, rows, inserted, now))
     return result
 
+
+def _outbox_rows(routed, rows: list[dict], inserted, now) -> list[dict]:
+    """One outbox row per workspace listing its new events in the order they happened."""
+    position = {(ws, event.dedupe_key): index for index, (ws, event) in enumerate(routed)}
+    by_key = {_lock_order(row): row for row in rows}
+    by_workspace: dict[str, list[tuple]] = {}
+    for event_id, workspace_id, dedupe_key in inserted:
+        row = by_key[(workspace_id, dedupe_key)]
+        order = _processing_order({**row, "position": position[(workspace_id, dedupe_key)]})
+        by_workspace.setdefault(workspace_id, []).append((order, event_id))
+    return [
+        {"workspace_id": ws, "job": "process_events",
+         "payload": {"event_ids": [event_id for _, event_id in sorted(entries)]},
+         "created_at": now, "available_at": now, "attempts": 0}
+        for ws, entries in by_workspace.items()
+    ]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, request
-from sqlalchemy.exc import OperationalError, InterfaceError, DBAPIError
+from flask import Blueprint, g, request
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from hub import metrics
 from hub.directory import Target
@@ -30,6 +31,9 @@ bp = Blueprint("webhooks", __name__)
 for _module in dict.fromkeys(SOURCE_RECEIVERS.values()):
     if getattr(_module, "bp", None) is not None:
         bp.register_blueprint(_module.bp)
+
+# Errors that mean "the database cannot be reached now": the vendor gets 503 and retries later.
+DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeoutError)
 
 
 def _directory():
@@ -54,28 +58,34 @@ def _reject(source: str, status: int, reason: str, detail: str = ""):
 
 
 def _store(source: str, routed, status: str = "pending"):
-    """Commit, then count. A database that is down answers 503 so the vendor retries."""
-    try:
-        result = ingest(current_runtime().engine, routed, status=status)
-    except (OperationalError, InterfaceError) as exc:
-        logger.warning("database unavailable while storing %s events: %s", source, type(exc).__name__)
-        return None
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            return None
-        raise
+    """Commit, then count. Database errors propagate to `database_unavailable` (503)."""
+    result = ingest(current_runtime().engine, routed, status=status)
     metrics.EVENTS_RECEIVED.labels(source=source).inc(len(result.accepted))
     metrics.EVENTS_DEDUPED.labels(source=source).inc(result.duplicates)
     return result
 
 
-def _unavailable(source: str):
+def _database_down(exc: Exception) -> bool:
+    if isinstance(exc, DATABASE_DOWN):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+@bp.errorhandler(DBAPIError)
+@bp.errorhandler(PoolTimeoutError)
+def database_unavailable(exc: Exception):
+    """Any receiver step (directory look-up, ingest) that cannot reach the database answers 503."""
+    if not _database_down(exc):
+        raise exc
+    source = getattr(g, "webhook_source", "unknown")
+    logger.warning("database unavailable while receiving %s: %s", source, type(exc).__name__)
     return _reject(source, 503, "database_unavailable")
 
 
 def receive(module, source: str, target: Target, **verify_kwargs):
     """Verify, parse, check the account, store; shared by every vendor route."""
     started = time.perf_counter()
+    g.webhook_source = source
     hook = getattr(module, "unsigned_response", None)
     if hook is not None:
         early = hook(request)
@@ -99,8 +109,6 @@ def receive(module, source: str, target: Target, **verify_kwargs):
     except RoutingError as exc:
         return _reject(source, exc.status, exc.reason)
     result = _store(source, [(target.workspace_id, event) for event in events])
-    if result is None:
-        return _unavailable(source)
     metrics.INGEST_LATENCY.labels(source=source).observe(time.perf_counter() - started)
     respond = getattr(module, "respond", None)
     return respond(result, target) if respond else accepted(result)
@@ -118,7 +126,8 @@ def _store_malformed(source: str, target: Target, body: bytes, reason: str) -> N
 @bp.post("/webhooks/hubspot")
 def hubspot_webhook():
     """Route by portalId; the signature is checked against the app secrets the hub knows."""
-    source = "hubspot"
+    source = g.webhook_source = "hubspot"
+    started = time.perf_counter()
     portals = _directory().hubspot_portals()
     secrets = {t.secret for t in portals.values() if t.secret}
     if not secrets:
@@ -145,8 +154,7 @@ def hubspot_webhook():
             return _reject(source, 403, "unknown_portal")
         routed.append((target.workspace_id, event))
     result = _store(source, routed)
-    if result is None:
-        return _unavailable(source)
+    metrics.INGEST_LATENCY.labels(source=source).observe(time.perf_counter() - started)
     return accepted(result)
 
 
@@ -155,6 +163,7 @@ def salesforce_webhook(source_key: str):
     from webhooks import registry
 
     module = registry.CRM_RECEIVERS.get("salesforce")
+    g.webhook_source = "salesforce"
     target = _directory().salesforce(source_key)
     if target is None or module is None:
         return _reject("salesforce", 404, "unknown_source")

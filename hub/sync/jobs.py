@@ -6,19 +6,40 @@ commit together), so a job killed midway re-runs safely: processed events are sk
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from hub import defaults, metrics
 from hub.db import is_postgres, transaction
+from hub.exceptions import FatalError, PayloadError, RetriableError, UnsupportedEventError
 from hub.models import Event, Outbox, utcnow
 from hub.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"processed", "failed", "ignored", "malformed"})
+
+# How a failed event is treated, by error class (first match wins): "ignore" marks it ignored
+# (stored, not acted on), "fatal" fails it at once, "retry" retries it with backoff up to
+# EVENT_MAX_ATTEMPTS, then fails it.
+FAILURE_CLASSES = (
+    (UnsupportedEventError, "ignore"),
+    (FatalError, "fatal"),          # the vendor refused (auth, validation): retrying cannot help
+    (PayloadError, "fatal"),        # the stored event cannot be read
+    (RetriableError, "retry"),      # 429/423/5xx/timeouts
+    (SQLAlchemyError, "retry"),     # lock timeouts, a database blip, a unique-key race
+)
+
+# Test seam for tests/test_durability.py: a worker started with HUB_TEST_PAUSE_EVENT_ID=<id> stops
+# after applying that event's effects and before committing them (writing its pid to
+# HUB_TEST_PAUSE_MARKER), so a test can SIGKILL it mid-job. Never set in a deployment.
+TEST_PAUSE_EVENT_ENV = "HUB_TEST_PAUSE_EVENT_ID"
+TEST_PAUSE_MARKER_ENV = "HUB_TEST_PAUSE_MARKER"
+TEST_PAUSE_SECONDS = 60
 
 _runtime: Runtime | None = None
 
@@ -32,6 +53,7 @@ def runtime() -> Runtime:
 
 
 def process_outbox(outbox_ids: list[int]) -> dict:
+    """The RQ job: apply the events of these outbox rows, then settle each row."""
     rt = runtime()
     counts = {"processed": 0, "ignored": 0, "retry": 0, "failed": 0, "skipped": 0}
     for outbox_id in outbox_ids:
@@ -40,35 +62,60 @@ def process_outbox(outbox_ids: list[int]) -> dict:
             if row is None or row.done_at is not None:
                 continue
             event_ids = list((row.payload or {}).get("event_ids", ()))
+        retry_after = 0.0
         for event_id in event_ids:
-            counts[process_one(rt, event_id)] += 1
-        _settle_outbox(rt, outbox_id, event_ids)
+            outcome, wait = process_one(rt, event_id)
+            counts[outcome] = counts.get(outcome, 0) + 1
+            retry_after = max(retry_after, wait)
+        _settle_outbox(rt, outbox_id, event_ids, retry_after)
     return counts
 
 
-def process_one(rt: Runtime, event_id: int) -> str:
-    """Apply one event; its effects and its status commit together."""
+def process_one(rt: Runtime, event_id: int) -> tuple[str, float]:
+    """Apply one event; its effects and its status commit together.
+
+    Returns the outcome and, for a retry, how long the vendor asked us to wait (0 if it did not).
+    """
     from hub.sync.processing import process_event
 
-    started = time.time()
     try:
         with transaction(rt.engine) as session:
             event = _lock_event(session, rt, event_id)
             if event is None:
-                return "skipped"
+                return "skipped", 0.0
             event.last_error = None          # before processing: an 'ignored' event carries its reason here
             status = process_event(session, rt, event)
+            _pause_for_test(session, event_id)
             event.status = status
             event.attempts += 1
             event.processed_at = utcnow()
             received = event.received_at
-    except Exception as exc:  # noqa: BLE001 - recorded on the event, retried with backoff, then 'failed'
-        logger.warning("event %s failed: %s", event_id, type(exc).__name__, exc_info=True)
-        return _record_failure(rt, event_id, exc)
+    except Exception as exc:  # noqa: BLE001 - classified and recorded on the event (retry, then 'failed')
+        return _record_failure(rt, event_id, exc), float(getattr(exc, "retry_after", None) or 0.0)
     metrics.EVENTS_PROCESSED.labels(status=status).inc()
     if received is not None:
-        metrics.PROCESSING_LATENCY.observe(max(0.0, started - received.timestamp()) + (time.time() - started))
-    return status
+        metrics.PROCESSING_LATENCY.observe(max(0.0, time.time() - received.timestamp()))
+    return status, 0.0
+
+
+def classify_failure(exc: Exception) -> str:
+    """"fatal" or "retry"; an error of no known class (a bug) is retried, then the event fails."""
+    for kind, treatment in FAILURE_CLASSES:
+        if isinstance(exc, kind):
+            return treatment
+    return "retry"
+
+
+def _pause_for_test(session, event_id: int) -> None:
+    if os.environ.get(TEST_PAUSE_EVENT_ENV) != str(event_id):
+        return
+    session.flush()                      # the effects are written, not committed
+    marker = os.environ.get(TEST_PAUSE_MARKER_ENV)
+    if marker:
+        with open(marker, "w") as handle:
+            handle.write(str(os.getpid()))
+    time.sleep(TEST_PAUSE_SECONDS)
+    raise RuntimeError("test pause expired without the worker being killed")
 
 
 def _lock_event(session, rt: Runtime, event_id: int) -> Event | None:
@@ -82,20 +129,38 @@ def _lock_event(session, rt: Runtime, event_id: int) -> Event | None:
 
 
 def _record_failure(rt: Runtime, event_id: int, exc: Exception) -> str:
+    """Count the attempt and keep the error; fail the event when fatal or out of attempts."""
+    treatment = classify_failure(exc)
+    known = any(isinstance(exc, kind) for kind, _ in FAILURE_CLASSES)
+    # An unknown error is a bug: keep its traceback (logs are masked by hub.logs).
+    logger.log(logging.WARNING if known else logging.ERROR, "event %s not applied (%s): %s",
+               event_id, treatment, type(exc).__name__, exc_info=not known)
     with transaction(rt.engine) as session:
         event = session.get(Event, event_id)
         if event is None:
             return "skipped"
         event.attempts += 1
         event.last_error = f"{type(exc).__name__}: {str(exc)[:500]}"
-        if event.attempts >= defaults.EVENT_MAX_ATTEMPTS:
+        if treatment == "ignore":
+            event.status = "ignored"
+            event.processed_at = utcnow()
+            metrics.EVENTS_PROCESSED.labels(status="ignored").inc()
+            return "ignored"
+        if treatment == "fatal" or event.attempts >= defaults.EVENT_MAX_ATTEMPTS:
             event.status = "failed"
             metrics.EVENTS_PROCESSED.labels(status="failed").inc()
             return "failed"
         return "retry"
 
 
-def _settle_outbox(rt: Runtime, outbox_id: int, event_ids: list[int]) -> None:
+def retry_delay(attempts: int, retry_after: float = 0.0) -> float:
+    """Seconds before the next try after `attempts` failed ones; a vendor's Retry-After wins if longer."""
+    backoff = defaults.EVENT_RETRY_BACKOFF_SECONDS
+    step = backoff[min(max(attempts, 1) - 1, len(backoff) - 1)]
+    return max(float(step), retry_after)
+
+
+def _settle_outbox(rt: Runtime, outbox_id: int, event_ids: list[int], retry_after: float = 0.0) -> None:
     """Done when every event is terminal; otherwise hand it out again after a backoff."""
     with transaction(rt.engine) as session:
         row = session.get(Outbox, outbox_id)
@@ -106,8 +171,8 @@ def _settle_outbox(rt: Runtime, outbox_id: int, event_ids: list[int]) -> None:
         if not open_attempts:
             row.done_at = utcnow()
             return
-        backoff = defaults.EVENT_RETRY_BACKOFF_SECONDS
-        delay = backoff[min(max(open_attempts) - 1, len(backoff) - 1)] if max(open_attempts) else 1
+        # An event still open with no recorded attempt is held by another job (SKIP LOCKED): look again soon.
+        delay = retry_delay(max(open_attempts), retry_after) if max(open_attempts) else defaults.EVENT_RETRY_BACKOFF_SECONDS[0]
         row.available_at = utcnow() + timedelta(seconds=delay)
         row.enqueued_at = None
 

@@ -13,10 +13,12 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from hub import defaults
 from hub.db import is_postgres, transaction
-from hub.models import Outbox, utcnow
+from hub.models import Event, Outbox, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +34,18 @@ JOB_FUNCTIONS = {
     "rules_sla": "hub.rules.jobs.run_rules_outbox",
 }
 
+# What a relay pass waits out instead of dying: Redis or the database being unreachable.
+OUTAGES = {
+    "redis": (RedisError,),
+    "database": (OperationalError, InterfaceError, PoolTimeoutError),
+}
 
-def _ready_rows(session, engine, limit: int):
+
+def _ready_rows(session, engine, limit: int, lease_seconds: float):
     now = utcnow()
-    lease_cutoff = now - timedelta(seconds=defaults.OUTBOX_LEASE_SECONDS)
+    lease_cutoff = now - timedelta(seconds=lease_seconds)
     query = (
-        select(Outbox.id, Outbox.workspace_id, Outbox.payload, Outbox.job)
+        select(Outbox.id, Outbox.workspace_id, Outbox.payload, Outbox.job, Outbox.attempts)
         .where(Outbox.done_at.is_(None), Outbox.available_at <= now,
                or_(Outbox.enqueued_at.is_(None), Outbox.enqueued_at < lease_cutoff))
         .order_by(Outbox.id)
@@ -52,7 +60,7 @@ def _group_into_jobs(rows) -> list[tuple[str, list[int]]]:
     """(job function, outbox ids) per job: one kind, one workspace, at most RELAY_EVENTS_PER_JOB events."""
     jobs: list[tuple[str, list[int]]] = []
     current: dict[tuple[str, str], tuple[list[int], int]] = {}
-    for outbox_id, workspace_id, payload, kind in rows:
+    for outbox_id, workspace_id, payload, kind, _attempts in rows:
         function = JOB_FUNCTIONS.get(kind or "process_events", JOB_FUNCTION)
         size = len((payload or {}).get("event_ids", ())) or 1
         ids, count = current.get((function, workspace_id), ([], 0))
@@ -65,14 +73,36 @@ def _group_into_jobs(rows) -> list[tuple[str, list[int]]]:
     return jobs
 
 
-def relay_once(runtime, queue: Queue | None = None, limit: int = defaults.RELAY_BATCH_ROWS) -> int:
+def _fail_lost_rows(session, rows) -> list:
+    """Event rows handed out OUTBOX_MAX_DELIVERIES times and never finished (their worker dies on
+    them each time) stop going out: their open events fail, for `hub replay --failed`. Returns the rest."""
+    lost = [row for row in rows
+            if (row.job or "process_events") == "process_events" and row.attempts >= defaults.OUTBOX_MAX_DELIVERIES]
+    if not lost:
+        return rows
+    for row in lost:
+        event_ids = (row.payload or {}).get("event_ids", [])
+        logger.error("outbox row %s lost %s times; failing its open events %s", row.id, row.attempts, event_ids)
+        session.execute(
+            update(Event).where(Event.id.in_(event_ids), Event.status == "pending")
+            .values(status="failed", last_error=f"LostJob: handed out {row.attempts} times, never finished")
+        )
+    lost_ids = {row.id for row in lost}
+    session.execute(update(Outbox).where(Outbox.id.in_(lost_ids)).values(done_at=utcnow()))
+    return [row for row in rows if row.id not in lost_ids]
+
+
+def relay_once(runtime, queue: Queue | None = None, limit: int = defaults.RELAY_BATCH_ROWS,
+               lease_seconds: float = defaults.OUTBOX_LEASE_SECONDS) -> int:
     """Enqueue one pass of ready outbox rows. Returns the number of rows handed to RQ.
 
-    Raises RedisError when Redis is unreachable; nothing is marked in that case.
+    Raises RedisError when Redis is unreachable; nothing is marked in that case (the marks are
+    in the same transaction, rolled back). If the commit itself fails after the enqueue, the rows
+    go out again after their lease: a job delivered twice changes nothing.
     """
     queue = queue or Queue(defaults.QUEUE_NAME, connection=runtime.redis())
     with transaction(runtime.engine) as session:
-        rows = _ready_rows(session, runtime.engine, limit)
+        rows = _fail_lost_rows(session, _ready_rows(session, runtime.engine, limit, lease_seconds))
         if not rows:
             return 0
         jobs = _group_into_jobs(rows)
@@ -88,30 +118,46 @@ def relay_once(runtime, queue: Queue | None = None, limit: int = defaults.RELAY_
     return len(rows)
 
 
-def drain(runtime, queue: Queue | None = None) -> int:
+def drain(runtime, queue: Queue | None = None, lease_seconds: float = defaults.OUTBOX_LEASE_SECONDS) -> int:
     """Relay until nothing is ready (used by tests and `hub replay`)."""
     total = 0
     while True:
-        moved = relay_once(runtime, queue)
+        moved = relay_once(runtime, queue, lease_seconds=lease_seconds)
         total += moved
         if not moved:
             return total
 
 
-def run_forever(runtime, stop=lambda: False) -> None:
-    """The `hub relay` loop: poll the outbox; wait and retry while Redis is down."""
+def _outage(exc: Exception) -> str | None:
+    for name, kinds in OUTAGES.items():
+        if isinstance(exc, kinds):
+            return name
+    return None
+
+
+def run_forever(runtime, stop=lambda: False, lease_seconds: float = defaults.OUTBOX_LEASE_SECONDS) -> None:
+    """The `hub relay` loop: poll the outbox; while Redis or the database is down, wait and retry.
+
+    Each pass is bounded (socket and connect timeouts); waits between failed passes double up to
+    RELAY_MAX_BACKOFF_SECONDS. Any other error is a bug and stops the relay loudly.
+    """
     logger.info("relay started")
     queue = Queue(defaults.QUEUE_NAME, connection=runtime.redis())
+    wait = defaults.RELAY_REDIS_DOWN_SECONDS
     while not stop():
         try:
-            moved = relay_once(runtime, queue)
-        except RedisError as exc:
-            logger.warning("redis unavailable, outbox rows wait: %s", type(exc).__name__)
-            time.sleep(defaults.RELAY_REDIS_DOWN_SECONDS)
+            moved = relay_once(runtime, queue, lease_seconds=lease_seconds)
+        except (*OUTAGES["redis"], *OUTAGES["database"]) as exc:
+            logger.warning("%s unavailable, outbox rows wait %.1fs: %s", _outage(exc), wait, type(exc).__name__)
+            _sleep_unless_stopped(wait, stop)
+            wait = min(wait * 2, defaults.RELAY_MAX_BACKOFF_SECONDS)
             continue
-        except Exception:  # noqa: BLE001 - the relay must outlive a database blip; it logs and retries
-            logger.exception("relay pass failed; retrying")
-            time.sleep(defaults.RELAY_REDIS_DOWN_SECONDS)
-            continue
+        wait = defaults.RELAY_REDIS_DOWN_SECONDS
         if not moved:
-            time.sleep(defaults.RELAY_IDLE_SECONDS)
+            _sleep_unless_stopped(defaults.RELAY_IDLE_SECONDS, stop)
+
+
+def _sleep_unless_stopped(seconds: float, stop) -> None:
+    deadline = time.monotonic() + seconds
+    while not stop() and time.monotonic() < deadline:
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
