@@ -45,7 +45,7 @@ def _ready_rows(session, engine, limit: int, lease_seconds: float):
     now = utcnow()
     lease_cutoff = now - timedelta(seconds=lease_seconds)
     query = (
-        select(Outbox.id, Outbox.workspace_id, Outbox.payload, Outbox.job, Outbox.attempts)
+        select(Outbox.id, Outbox.workspace_id, Outbox.payload, Outbox.job, Outbox.attempts, Outbox.enqueued_at)
         .where(Outbox.done_at.is_(None), Outbox.available_at <= now,
                or_(Outbox.enqueued_at.is_(None), Outbox.enqueued_at < lease_cutoff))
         .order_by(Outbox.id)
@@ -60,7 +60,7 @@ def _group_into_jobs(rows) -> list[tuple[str, list[int]]]:
     """(job function, outbox ids) per job: one kind, one workspace, at most RELAY_EVENTS_PER_JOB events."""
     jobs: list[tuple[str, list[int]]] = []
     current: dict[tuple[str, str], tuple[list[int], int]] = {}
-    for outbox_id, workspace_id, payload, kind, _attempts in rows:
+    for outbox_id, workspace_id, payload, kind, *_ in rows:
         function = JOB_FUNCTIONS.get(kind or "process_events", JOB_FUNCTION)
         size = len((payload or {}).get("event_ids", ())) or 1
         ids, count = current.get((function, workspace_id), ([], 0))
@@ -74,10 +74,13 @@ def _group_into_jobs(rows) -> list[tuple[str, list[int]]]:
 
 
 def _fail_lost_rows(session, rows) -> list:
-    """Event rows handed out OUTBOX_MAX_DELIVERIES times and never finished (their worker dies on
-    them each time) stop going out: their open events fail, for `hub replay --failed`. Returns the rest."""
+    """Event rows handed out OUTBOX_MAX_DELIVERIES times and found again with their lease run out
+    (their worker dies on them) stop going out: their open events fail, for `hub replay --failed`.
+    A row a job settled for a retry has no lease (enqueued_at is cleared) and is never failed here.
+    Returns the rest."""
     lost = [row for row in rows
-            if (row.job or "process_events") == "process_events" and row.attempts >= defaults.OUTBOX_MAX_DELIVERIES]
+            if (row.job or "process_events") == "process_events" and row.enqueued_at is not None
+            and row.attempts >= defaults.OUTBOX_MAX_DELIVERIES]
     if not lost:
         return rows
     for row in lost:
