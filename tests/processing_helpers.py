@@ -35,6 +35,14 @@ def deliver_and_run(client, runtime, items: list[dict]) -> dict:
     return answer
 
 
+def process_now(runtime, event_id: int) -> str:
+    """Run one event through jobs.process_one in this thread; its outcome ("processed", "skipped", ...)."""
+    from hub.sync import jobs
+
+    result = jobs.process_one(runtime, event_id)
+    return result[0] if isinstance(result, tuple) else result     # (outcome, retry_after) once jobs.py returns both
+
+
 def contact_of(runtime, workspace_id: str, system: str, external_id) -> Contact | None:
     with transaction(runtime.engine) as session:
         return session.scalar(select(Contact).join(Identity, Identity.contact_id == Contact.id).where(

@@ -17,6 +17,7 @@ from tests.processing_helpers import (
     events,
     hubspot_items,
     identities,
+    process_now,
     snapshot,
 )
 
@@ -94,14 +95,12 @@ def test_out_of_order_property_changes_keep_the_newer_value(client, runtime, hub
 
 def test_equal_timestamps_are_broken_by_the_later_event_whatever_the_processing_order(
         client, runtime, hubspot_connection, workspace):
-    from hub.sync import jobs
-
     at = 1764093900000
     deliver(client, [property_change(JANE, "firstname", "Janet", at, 11)])
     deliver(client, [property_change(JANE, "firstname", "Jane", at, 12)])
     first_id, second_id = [e.id for e in events(runtime)]
-    assert jobs.process_one(runtime, second_id)[0] == "processed"
-    assert jobs.process_one(runtime, first_id)[0] == "processed"
+    assert process_now(runtime, second_id) == "processed"
+    assert process_now(runtime, first_id) == "processed"
     assert contact_of(runtime, ws(workspace), "hubspot", JANE).first_name == "Jane"
 
 

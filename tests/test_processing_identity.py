@@ -15,7 +15,6 @@ from hub import defaults
 from hub.db import is_postgres, transaction
 from hub.models import Activity, Contact, Event
 from hub.sync import identity as identity_mod
-from hub.sync import jobs
 from tests.conftest import fixture_json, run_pipeline
 from tests.processing_helpers import (
     contact_of,
@@ -26,6 +25,7 @@ from tests.processing_helpers import (
     events,
     hubspot_items,
     identities,
+    process_now,
     snapshot,
 )
 from tests.receiver_helpers import add_source
@@ -146,7 +146,7 @@ def test_concurrent_workers_creating_one_person_make_one_contact(client, runtime
 
     def work(event_id: int) -> None:
         barrier.wait()
-        outcomes.append(jobs.process_one(runtime, event_id)[0])
+        outcomes.append(process_now(runtime, event_id))
 
     threads = [threading.Thread(target=work, args=(event_id,)) for event_id in ids]
     for thread in threads:
@@ -167,7 +167,7 @@ def test_one_event_handed_to_several_workers_at_once_is_applied_once(client, run
 
     def work() -> None:
         barrier.wait()
-        outcomes.append(jobs.process_one(runtime, event.id)[0])
+        outcomes.append(process_now(runtime, event.id))
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for thread in threads:
