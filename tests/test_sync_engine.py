@@ -256,8 +256,8 @@ def test_nothing_is_scheduled_when_the_origin_is_the_only_crm(runtime, workspace
 
 
 def test_relay_sends_sync_rows_to_the_sync_job():
-    rows = [(1, "w1", {"event_ids": [1, 2]}, "process_events"), (2, "w1", {"workspace_id": "w1"}, "sync_push"),
-            (3, "w1", {"event_ids": [3]}, "process_events")]
+    rows = [(1, "w1", {"event_ids": [1, 2]}, "process_events", 0), (2, "w1", {"workspace_id": "w1"}, "sync_push", 0),
+            (3, "w1", {"event_ids": [3]}, "process_events", 0)]
     jobs = relay._group_into_jobs(rows)
     assert sorted(jobs) == [("hub.sync.jobs.process_outbox", [1, 3]), ("hub.sync.jobs.run_sync_outbox", [2])]
 
@@ -368,3 +368,32 @@ def test_polling_job_re_arms_itself(runtime, workspace):
         rows = session.execute(select(Outbox.id, Outbox.done_at, Outbox.available_at)
                                .where(Outbox.job == "sync_poll").order_by(Outbox.id)).all()
     assert rows[0].done_at is not None and rows[1].done_at is None and rows[1].available_at > utcnow()
+
+
+# --- deletion decisions ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("policy, decision", [(None, "unlink"), ("propagate", "propagate")])
+def test_crm_deletion_is_a_logged_decision(runtime, workspace, policy, decision):
+    from hub.models import Workspace
+    from hub.store import ingest
+    from tests.conftest import fixture_bytes
+    from webhooks import hubspot as hubspot_receiver
+
+    ws = workspace["workspace_id"]
+    [contact_id] = _contacts(runtime, ws, 1)
+    with transaction(runtime.engine) as session:
+        session.add_all([Identity(workspace_id=ws, system="hubspot", external_id="1246978", contact_id=contact_id),
+                         Identity(workspace_id=ws, system="salesforce", external_id="00Q5g00000Lq1aBEAR",
+                                  contact_id=contact_id, object_type="Lead")])
+        if policy:
+            session.get(Workspace, ws).settings = {"deletions": policy}
+    events = hubspot_receiver.parse(fixture_bytes("hubspot/contact.deletion__sample.json"))
+    ingest(runtime.engine, [(ws, e) for e in events])
+    run_pipeline(runtime)
+    with transaction(runtime.engine) as session:
+        [log] = session.scalars(select(SyncLog).where(SyncLog.status == "decision")).all()
+        systems = set(session.scalars(select(Identity.system).where(Identity.contact_id == contact_id)))
+    assert log.operation == f"deletion.{decision}" and log.object_ids[0] == "1246978"
+    assert systems == {"salesforce"}                       # the deleted id is unlinked, the contact stays
+    if decision == "propagate":
+        assert "salesforce:00Q5g00000Lq1aBEAR" in log.error

@@ -6,9 +6,12 @@ Salesforce Outbound Message SOAP bodies), and the hub receives them through its 
 deliveries are shuffled, some are delivered twice, some are held back to a later round, and the
 fakes answer 10-20 % of API calls with 429/5xx. An access token expires mid-run on each side.
 
-After the last round every mapped field must converge to the latest edit (judged by the edit's
-vendor time: a shared fake clock advances 2 s per edit so Salesforce's second-precision
-LastModifiedDate orders edits unambiguously), hub writes must not exceed user edits (no
+After the last round every mapped field must converge to the latest edit, judged as DESIGN.md
+says: by the vendor's change time, a HubSpot property's timestamp or, for Salesforce, the record's
+LastModifiedDate in the first Outbound Message that brought the value to the hub (a message sent
+for a later edit of another field carries the value with that later date; this is all Salesforce
+tells without field history). A shared fake clock advances 2 s per edit, so Salesforce's
+second-precision dates order edits unambiguously. Hub writes must not exceed user edits (no
 ping-pong), no person may exist twice in either CRM, and each side refreshes its token once.
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from xml.etree import ElementTree
 
 import pytest
 from sqlalchemy import select
@@ -45,6 +49,11 @@ class Edit:
     at_ms: int
     value: str
     system: str
+    seen_ms: int | None = None       # Salesforce: LastModifiedDate of the first message carrying it
+
+    @property
+    def vendor_ms(self) -> int:
+        return self.seen_ms if self.seen_ms is not None else self.at_ms
 
 
 @dataclass
@@ -58,7 +67,7 @@ class Simulation:
     rng: random.Random
     salesforce_path: str
     held: list = field(default_factory=list)
-    latest: dict = field(default_factory=dict)          # (email, canonical field) -> Edit
+    edits: dict = field(default_factory=dict)           # (email, canonical field) -> [Edit, ...]
     user_edits: int = 0
     counter: int = 0
 
@@ -98,7 +107,20 @@ class Simulation:
     def _remember(self, email: str, values: dict, at_ms: int, system: str) -> None:
         self.user_edits += 1
         for name, value in values.items():
-            self.latest[(email, name)] = Edit(at_ms, value, system)
+            self.edits.setdefault((email, name), []).append(Edit(at_ms, value, system))
+
+    def expected(self, email: str, name: str) -> Edit:
+        return max(self.edits[(email, name)], key=lambda e: (e.vendor_ms, e.at_ms))
+
+    def _observe(self, body: bytes) -> None:
+        """Note when the hub first hears of each Salesforce edit (the message's LastModifiedDate)."""
+        for record in ElementTree.fromstring(body).iter("{http://soap.sforce.com/2005/09/outbound}sObject"):
+            values = {child.tag.split("}")[1]: child.text for child in record}
+            stamp = int(datetime.fromisoformat(values["LastModifiedDate"].replace("Z", "+00:00")).timestamp() * 1000)
+            for name, (_, sf_field) in EDITED.items():
+                for edit in self.edits.get(((values.get("Email") or "").lower(), name), ()):
+                    if edit.system == "salesforce" and edit.value == values.get(sf_field) and edit.seen_ms is None:
+                        edit.seen_ms = stamp
 
     # --- webhooks ---------------------------------------------------------------------------------
 
@@ -134,6 +156,7 @@ class Simulation:
             body, headers = self.hubspot.signed_delivery(payload, HUBSPOT_URL)
             response = self.client.post("/webhooks/hubspot", data=body, headers=headers)
         else:
+            self._observe(payload)
             response = self.client.post(self.salesforce_path, data=payload, headers=SOAP)
         assert response.status_code == 200, response.data
 
@@ -189,7 +212,7 @@ def run(runtime, client, workspace_id, seed: int, people: int = 8, rounds: int =
 
 
 def check(sim: Simulation) -> None:
-    emails = sorted({email for email, _ in sim.latest})
+    emails = sorted({email for email, _ in sim.edits})
     with transaction(sim.runtime.engine) as session:
         contacts = {c.email: c for c in session.scalars(select(Contact).where(
             Contact.workspace_id == sim.workspace_id))}
@@ -201,11 +224,12 @@ def check(sim: Simulation) -> None:
             problems.append(f"{email}: HubSpot {'present' if hs else 'missing'}, {len(leads)} Salesforce Leads")
             continue
         for name, (hs_prop, sf_field) in EDITED.items():
-            want = sim.latest[(email, name)]
+            want = sim.expected(email, name)
             got = (hs["values"].get(hs_prop), leads[0].get(sf_field), getattr(contacts[email], name))
             if got != (want.value,) * 3:
-                problems.append(f"{email} {name}: want {want.value} ({want.system} @ {want.at_ms}), "
-                                f"got hubspot/salesforce/hub {got}")
+                history = [(e.value, e.system, e.at_ms, e.seen_ms) for e in sim.edits[(email, name)][-3:]]
+                problems.append(f"{email} {name}: want {want.value}, got hubspot/salesforce/hub {got}; "
+                                f"last edits (value, system, edited, seen) {history}")
     assert not problems, "\n".join(problems)
     assert len(contacts) == len(emails), "the hub holds duplicate contacts"
     assert sim.hub_writes() <= sim.user_edits, f"hub writes {sim.hub_writes()} > user edits {sim.user_edits}"

@@ -26,6 +26,8 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from hub import defaults
 from hub.changes import ContactChange
@@ -106,9 +108,12 @@ def remember_values(session, workspace_id: str, system: str, object_id: str, val
     """Merge `values` (canonical field -> CRM value) into the record's snapshot."""
     snapshot = snapshot or load_snapshot(session, workspace_id, system, object_id)
     if snapshot is None:
-        snapshot = CrmSnapshot(workspace_id=workspace_id, system=system, object_id=object_id, values={},
-                               field_times={}, previous={})
-        session.add(snapshot)
+        # Processing and the push engine may both see a record first: the unique key decides.
+        dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(dialect_insert(CrmSnapshot).values(
+            workspace_id=workspace_id, system=system, object_id=object_id, values={}, field_times={}, previous={},
+            updated_at=utcnow()).on_conflict_do_nothing(index_elements=["workspace_id", "system", "object_id"]))
+        snapshot = load_snapshot(session, workspace_id, system, object_id)
     at_ms = at_ms if at_ms is not None else epoch_ms(utcnow())
     current = snapshot.values or {}
     replaced = {name: current[name] for name, value in values.items() if name in current and current[name] != value}

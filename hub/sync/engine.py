@@ -265,7 +265,24 @@ def _record_intents(runtime, workspace_id: str, state: SyncState, plans: dict[st
                                state.mapping)
 
 
+def _snapshots(session, workspace_id: str, outcomes: list[Outcome]) -> dict[tuple[str, str], CrmSnapshot]:
+    """The snapshots of the written records, one query per CRM."""
+    wanted: dict[str, set[str]] = {}
+    for outcome in outcomes:
+        object_id = (outcome.result.id if outcome.result else None) or outcome.plan.object_id
+        if object_id:
+            wanted.setdefault(outcome.plan.system, set()).add(object_id)
+    found = {}
+    for system, ids in wanted.items():
+        for snapshot in session.scalars(select(CrmSnapshot).where(
+                CrmSnapshot.workspace_id == workspace_id, CrmSnapshot.system == system,
+                CrmSnapshot.object_id.in_(sorted(ids)))):
+            found[(system, snapshot.object_id)] = snapshot
+    return found
+
+
 def _record_results(session, workspace_id: str, state: SyncState, outcomes: list[Outcome]) -> None:
+    snapshots = _snapshots(session, workspace_id, outcomes)
     for key, linked in state.links.items():
         if linked.new:
             _link(session, workspace_id, key[0], key[1], linked.object_id, linked.object_type)
@@ -287,7 +304,8 @@ def _record_results(session, workspace_id: str, state: SyncState, outcomes: list
             _link(session, workspace_id, plan.contact_id, plan.system, object_id,
                   result.object_type or plan.object_type)
         if object_id and plan.values:
-            echo.remember_values(session, workspace_id, plan.system, object_id, plan.values)
+            echo.remember_values(session, workspace_id, plan.system, object_id, plan.values,
+                                 snapshot=snapshots.get((plan.system, object_id)))
 
 
 def _link(session, workspace_id: str, contact_id: str, system: str, object_id: str, object_type: str) -> None:

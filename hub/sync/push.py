@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from hub import defaults
@@ -111,14 +111,14 @@ def claim(runtime, workspace_id: str, limit: int = defaults.SYNC_PUSH_MAX_CONTAC
 def settle(session, workspace_id: str, done: list[Claimed], retry: list[Claimed], retry_after: float = 0.0) -> None:
     """In the results transaction: finished rows go (unless changed meanwhile), failed ones wait."""
     now = utcnow()
-    for item in done:
-        removed = session.execute(delete(PendingPush).where(
-            PendingPush.workspace_id == workspace_id, PendingPush.contact_id == item.contact_id,
-            PendingPush.generation == item.generation)).rowcount
-        if not removed:   # changed while in flight: push again at once
-            session.execute(update(PendingPush).where(
-                PendingPush.workspace_id == workspace_id, PendingPush.contact_id == item.contact_id)
-                .values(claimed_until=None))
+    for batch in (done[i:i + 500] for i in range(0, len(done), 500)):
+        session.execute(delete(PendingPush).where(
+            PendingPush.workspace_id == workspace_id,
+            tuple_(PendingPush.contact_id, PendingPush.generation).in_([(d.contact_id, d.generation) for d in batch])))
+        # Rows still there changed while their push was in flight: push them again at once.
+        session.execute(update(PendingPush).where(
+            PendingPush.workspace_id == workspace_id, PendingPush.contact_id.in_([d.contact_id for d in batch]))
+            .values(claimed_until=None))
     for item in retry:
         attempts = item.attempts + 1
         if attempts >= defaults.SYNC_PUSH_MAX_ATTEMPTS:

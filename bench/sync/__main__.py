@@ -1,0 +1,304 @@
+"""bench/sync: API calls per changed contact, change-to-appearance latency, backfill throughput.
+
+    python bench/sync [--contacts 10000] [--rate 50] [--seconds 30] [--backfill 22000]
+                      [--database-url URL] [--redis-url URL] [--only calls,latency,backfill]
+
+Everything runs in this process against the loopback fakes (tests/fakes), with the hub's real
+code path: connectors (rate limits in Redis, retries, tokens), push engine, receiver routes,
+processing, relay and an in-process RQ worker. Database: a fresh SQLite file by default, or the
+PostgreSQL URL given (a scratch database: its tables are created and filled).
+
+1. calls: N contacts linked in both CRMs change (a form fills their title); one push run writes
+   them. Target: HubSpot calls <= 1.05 x ceil(N/100) + c, Salesforce <= 1.05 x ceil(N/200) + c.
+2. latency: people edit at `--rate` changes/s (half in HubSpot, half in Salesforce); webhooks are
+   delivered every 100 ms; p95 of (edit in one fake -> value visible in the other). Target < 2 s.
+3. backfill: a HubSpot fake enforcing 110 requests / 10 s holds `--backfill` contacts; `hub
+   backfill` reads them all. Target >= 95 % of 1,100 contacts/s and 0 answers 429.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from cryptography.fernet import Fernet  # noqa: E402
+from sqlalchemy import insert, select  # noqa: E402
+
+from hub import admin, defaults  # noqa: E402
+from hub.db import transaction  # noqa: E402
+from hub.migrate import upgrade  # noqa: E402
+from hub.models import Contact, Identity  # noqa: E402
+from hub.runtime import Runtime  # noqa: E402
+from hub.sync import jobs, push  # noqa: E402
+from tests.fakes.hubspot_fake import HubSpotFake  # noqa: E402
+from tests.fakes.salesforce_fake import SalesforceFake  # noqa: E402
+from tests.fakes.server import serve  # noqa: E402
+from tests.fakes.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at  # noqa: E402
+
+CONSTANT_CALLS = 2          # c: calls allowed beyond the batches (a token refresh, one retried batch)
+
+
+def make_runtime(database_url: str | None, redis_url: str | None) -> Runtime:
+    instance = tempfile.mkdtemp(prefix="bench-sync-")
+    env = {"HUB_INSTANCE_DIR": instance, "HUB_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+           "HUB_DATABASE_URL": database_url or f"sqlite:///{instance}/hub.db"}
+    if redis_url:
+        env["HUB_REDIS_URL"] = redis_url
+    runtime = Runtime.from_env(env)
+    upgrade(runtime.settings.database_url)
+    jobs._runtime = runtime
+    runtime.redis().flushdb()
+    return runtime
+
+
+def link_people(runtime, workspace_id: str, hubspot: HubSpotFake, salesforce: SalesforceFake, count: int,
+                prefix: str) -> list[tuple[str, str, str, str]]:
+    """`count` people in both fakes and in the hub, linked: (contact id, email, HubSpot id, Lead id)."""
+    people = []
+    for n in range(count):
+        email = f"{prefix}{n}@bench.example.com"
+        hs = hubspot.ui_edit(email, {"firstname": f"F{n}", "lastname": f"L{n}", "jobtitle": "Start"})
+        lead = salesforce.ui_edit("Lead", None, {"Email": email, "FirstName": f"F{n}", "LastName": f"L{n}",
+                                                 "Company": "Bench", "Title": "Start"})
+        people.append((email, hs["id"], lead["Id"]))
+    hubspot.take_webhook_batches()
+    salesforce.take_outbound_messages("Lead")
+    with transaction(runtime.engine) as session:
+        rows = [{"workspace_id": workspace_id, "email": email, "first_name": f"F{n}", "last_name": f"L{n}",
+                 "company": "Bench", "title": "Start", "consent": {}, "score": 0.0, "score_reasons": [],
+                 "mql": False, "custom": {}, "field_updated_at": {}}
+                for n, (email, _, _) in enumerate(people)]
+        session.execute(insert(Contact), rows)
+        ids = dict(session.execute(select(Contact.email, Contact.id).where(Contact.workspace_id == workspace_id)).all())
+        session.execute(insert(Identity), [
+            {"workspace_id": workspace_id, "system": system, "external_id": external, "object_type": kind,
+             "contact_id": ids[email]}
+            for email, hs_id, lead_id in people
+            for system, external, kind in (("hubspot", hs_id, "contact"), ("salesforce", lead_id, "Lead"))])
+    return [(ids[email], email, hs_id, lead_id) for email, hs_id, lead_id in people]
+
+
+def connect(runtime, name: str, hubspot, salesforce, hs_url: str, sf_url: str) -> str:
+    workspace_id = admin.create_workspace(runtime, name)["workspace_id"]
+    point_runtime_at(runtime, hubspot_url=hs_url, salesforce_login_url=sf_url)
+    connect_hubspot_fake(runtime, workspace_id, hubspot)
+    connect_salesforce_fake(runtime, workspace_id, salesforce)
+    return workspace_id
+
+
+# --- 1. calls per changed contact ------------------------------------------------------------------
+
+def bench_calls(runtime, count: int) -> bool:
+    hubspot, salesforce = HubSpotFake(portal_id=70001), SalesforceFake(page_size=2000)
+    with serve(hubspot) as hs, serve(salesforce) as sf:
+        workspace_id = connect(runtime, "bench-calls", hubspot, salesforce, hs.url, sf.url)
+        people = link_people(runtime, workspace_id, hubspot, salesforce, count, "c")
+        with transaction(runtime.engine) as session:
+            session.execute(Contact.__table__.update().where(Contact.workspace_id == workspace_id)
+                            .values(title="Changed"))
+            for contact_id, *_ in people:
+                push.schedule_push(session, workspace_id, contact_id, {"title"}, "form")
+        hs_before, sf_before = len(hubspot.api_requests()), len(salesforce.api_requests())
+        time.sleep(defaults.SYNC_PUSH_COALESCE_SECONDS)
+        started = time.perf_counter()
+        counts = push.run_pushes(runtime, workspace_id)
+        elapsed = time.perf_counter() - started
+        hs_calls = len(hubspot.api_requests()) - hs_before
+        sf_calls = len(salesforce.api_requests()) - sf_before
+        written_hs = sum(1 for c in hubspot.contacts.values() if c["values"].get("jobtitle") == "Changed")
+        written_sf = sum(1 for r in salesforce.records["Lead"].values() if r.get("Title") == "Changed")
+    hs_bound = 1.05 * math.ceil(count / 100) + CONSTANT_CALLS
+    sf_bound = 1.05 * math.ceil(count / 200) + CONSTANT_CALLS
+    print(f"calls: N={count} changed contacts pushed in {elapsed:.1f} s ({counts})")
+    print(f"  HubSpot    calls={hs_calls} (bound 1.05 x {math.ceil(count / 100)} + c={CONSTANT_CALLS} = {hs_bound:.1f}); "
+          f"records now holding the change: {written_hs}")
+    print(f"  Salesforce calls={sf_calls} (bound 1.05 x {math.ceil(count / 200)} + c={CONSTANT_CALLS} = {sf_bound:.1f}); "
+          f"records now holding the change: {written_sf}")
+    return hs_calls <= hs_bound and sf_calls <= sf_bound and written_hs == written_sf == count
+
+
+# --- 2. latency ------------------------------------------------------------------------------------
+
+class Deliverer(threading.Thread):
+    """Takes the fakes' webhooks every 100 ms and posts them to the hub's routes."""
+
+    def __init__(self, app, hubspot, salesforce, salesforce_path: str, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.client = app.test_client()
+        self.hubspot, self.salesforce, self.path, self.stop = hubspot, salesforce, salesforce_path, stop
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for batch in self.hubspot.take_webhook_batches():
+                body, headers = self.hubspot.signed_delivery(batch, "http://localhost/webhooks/hubspot")
+                self.client.post("/webhooks/hubspot", data=body, headers=headers)
+            for body in self.salesforce.take_outbound_messages("Lead"):
+                self.client.post(self.path, data=body, headers={"Content-Type": "text/xml; charset=utf-8",
+                                                                 "SOAPAction": '""'})
+            time.sleep(0.1)
+
+
+def bench_latency(runtime, rate: float, seconds: float, workers: int) -> bool:
+    from hub.app import create_app
+
+    hubspot, salesforce = HubSpotFake(portal_id=70002), SalesforceFake()
+    with serve(hubspot) as hs, serve(salesforce) as sf:
+        workspace_id = connect(runtime, "bench-latency", hubspot, salesforce, hs.url, sf.url)
+        people = link_people(runtime, workspace_id, hubspot, salesforce, int(rate * 4), "l")
+        path = _salesforce_path(runtime, workspace_id)
+        app = create_app(runtime=runtime)
+        stop = threading.Event()
+        waiting: dict[tuple[str, str], tuple[float, str, str]] = {}   # (system, id) -> (t0, value, email)
+        latencies: list[float] = []
+        lock = threading.Lock()
+
+        def edits() -> None:
+            n, started = 0, time.monotonic()
+            while time.monotonic() - started < seconds:
+                _, email, hs_id, lead_id = people[n % len(people)]
+                value = f"v{n}"
+                with lock:
+                    if n % 2:
+                        hubspot.ui_edit(email, {"jobtitle": value})
+                        waiting[("salesforce", lead_id)] = (time.monotonic(), value, email)
+                    else:
+                        salesforce.ui_edit("Lead", lead_id, {"Title": value})
+                        waiting[("hubspot", hs_id)] = (time.monotonic(), value, email)
+                n += 1
+                time.sleep(max(0.0, started + n / rate - time.monotonic()))
+
+        def watch() -> None:
+            while not stop.is_set() or waiting:
+                with lock:
+                    for key, (t0, value, _) in list(waiting.items()):
+                        system, record_id = key
+                        held = (salesforce.records["Lead"][record_id].get("Title") if system == "salesforce"
+                                else hubspot.contacts[record_id]["values"].get("jobtitle"))
+                        if held == value:
+                            latencies.append(time.monotonic() - t0)
+                            del waiting[key]
+                if stop.is_set() and time.monotonic() > deadline:
+                    return
+                time.sleep(0.01)
+
+        deadline = time.monotonic() + seconds + 30
+        processes = start_hub_processes(runtime, hs.url, sf.url, workers)
+        try:
+            deliverer = Deliverer(app, hubspot, salesforce, path, stop)
+            editor = threading.Thread(target=edits, daemon=True)
+            watcher = threading.Thread(target=watch, daemon=True)
+            time.sleep(2.0)                               # workers up
+            for thread in (deliverer, editor, watcher):
+                thread.start()
+            while editor.is_alive() or (waiting and time.monotonic() < deadline):
+                time.sleep(0.2)
+            stop.set()
+            watcher.join(timeout=5)
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=30)
+        lost = len(waiting)
+    latencies.sort()
+    p50 = statistics.median(latencies) if latencies else float("nan")
+    p95 = latencies[int(0.95 * (len(latencies) - 1))] if latencies else float("nan")
+    print(f"latency: {len(latencies)} changes at {rate:g}/s for {seconds:g} s; p50 {p50:.2f} s, p95 {p95:.2f} s, "
+          f"max {latencies[-1] if latencies else float('nan'):.2f} s, never seen {lost} (target p95 < 2 s)")
+    return bool(latencies) and p95 < 2.0
+
+
+def start_hub_processes(runtime, hubspot_url: str, salesforce_url: str, workers: int) -> list:
+    """`hub relay` and `hub worker` processes on the bench's database and Redis (as `hub serve` runs them)."""
+    import subprocess
+
+    env = dict(os.environ, HUB_DATABASE_URL=runtime.settings.database_url, HUB_REDIS_URL=runtime.redis_url,
+               HUB_ENCRYPTION_KEYS=",".join(runtime.settings.encryption_keys),
+               HUB_INSTANCE_DIR=runtime.settings.instance_dir, HUBSPOT_API_BASE=hubspot_url,
+               SALESFORCE_LOGIN_URL=salesforce_url, HUB_PUBLIC_URL="")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    commands = [[sys.executable, "-m", "hub.cli", "relay"]] + [[sys.executable, "-c", WARM_WORKER]] * workers
+    return [subprocess.Popen(command, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for command in commands]
+
+
+# An RQ SimpleWorker that keeps its imports, engine and connections between jobs (`hub worker` forks a
+# work horse per job, which re-imports the processing stack and reconnects every time).
+WARM_WORKER = """
+from hub.runtime import Runtime
+from hub.sync import jobs
+from hub.sync.worker import make_worker
+import hub.sync.processing, hub.sync.engine, hub.rules.jobs
+jobs._runtime = Runtime.from_env()
+make_worker(jobs._runtime, simple=True).work(with_scheduler=False)
+"""
+
+
+def _salesforce_path(runtime, workspace_id: str) -> str:
+    from hub.models import Connection
+
+    with transaction(runtime.engine) as session:
+        key = session.scalar(select(Connection.source_key).where(
+            Connection.workspace_id == workspace_id, Connection.kind == "salesforce"))
+    return f"/webhooks/salesforce/{key}"
+
+
+# --- 3. backfill -----------------------------------------------------------------------------------
+
+def bench_backfill(runtime, count: int) -> bool:
+    from hub.connectors import registry
+    from hub.sync.backfill import backfill
+
+    hubspot = HubSpotFake(portal_id=70003, rate=(110, 10.0))
+    for n in range(count):
+        hubspot._write(f"b{n}@bench.example.com", {"firstname": f"B{n}", "lastname": "Bench"}, "CRM_UI", "userId:1")
+    hubspot.webhook_events.clear()
+    with serve(hubspot) as hs:
+        workspace_id = admin.create_workspace(runtime, "bench-backfill")["workspace_id"]
+        point_runtime_at(runtime, hubspot_url=hs.url)
+        connect_hubspot_fake(runtime, workspace_id, hubspot)
+        connector = registry.connector_for(runtime, workspace_id, "hubspot")
+        started = time.perf_counter()
+        result = backfill(runtime, workspace_id, "hubspot", connector)
+        elapsed = time.perf_counter() - started
+    rate = result.read / elapsed
+    print(f"backfill: {result.read} contacts in {result.pages} pages, {elapsed:.1f} s = {rate:.0f} contacts/s "
+          f"({rate / 1100:.1%} of 1,100/s); fake refused {hubspot.limiter.refused} calls with 429 "
+          f"(max {hubspot.limiter.max_in_window} calls in a 10 s window); stored {result.stored} events")
+    return rate >= 0.95 * 1100 and hubspot.limiter.refused == 0 and result.read == count
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contacts", type=int, default=10000)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--backfill", type=int, default=22000)
+    parser.add_argument("--workers", type=int, default=2, help="hub worker processes for the latency run")
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--redis-url", default=os.environ.get("HUB_REDIS_URL"))
+    parser.add_argument("--only", default="calls,latency,backfill")
+    args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    runtime = make_runtime(args.database_url, args.redis_url)
+    print(f"database {runtime.settings.database_url.split('://')[0]}, redis "
+          f"{'embedded' if not args.redis_url else args.redis_url}")
+    parts = {"calls": lambda: bench_calls(runtime, args.contacts),
+             "latency": lambda: bench_latency(runtime, args.rate, args.seconds, args.workers),
+             "backfill": lambda: bench_backfill(runtime, args.backfill)}
+    results = {name: parts[name]() for name in args.only.split(",")}
+    print("targets met: " + ", ".join(f"{name} {'yes' if ok else 'NO'}" for name, ok in results.items()))
+    return 0 if all(results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
