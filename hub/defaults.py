@@ -76,3 +76,4 @@ ECHO_CLOCK_SKEW_SECONDS = 5             # a vendor change stamped this much befo
 SALESFORCE_POLL_INTERVAL_SECONDS = 60   # the Salesforce polling job runs this often per workspace
 BACKFILL_COMMIT_EVERY_PAGES = 1         # the backfill cursor is stored after this many pages
 SYNC_ORDER_TOLERANCE_SECONDS = 1.0      # the hub's and the CRMs' clocks agree within this (ordering vs own writes)
+BACKFILL_PREFETCH_PAGES = 2             # pages the backfill reads ahead while it stores the current one

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+import queue
+import threading
+from typing import Callable, Iterator
 
 from hub import defaults
-from hub.connectors.base import CrmConnector
+from hub.connectors.base import ChangePage, CrmConnector
 from hub.db import transaction
 from hub.sync.polling import load_cursor, save_cursor
 from hub.sync.snapshots import store_records
@@ -58,7 +60,7 @@ def backfill(runtime, workspace_id: str, system: str, connector: CrmConnector,
         read_full_pages(connector)
     cursor, resumed = start_cursor(runtime, workspace_id, system)
     result = BackfillResult(resumed=resumed)
-    for page in connector.iter_all(cursor):
+    for page in prefetched(connector.iter_all(cursor)):
         stored = store_records(runtime.engine, workspace_id, system, page.records, "backfill")
         save_cursor(runtime, workspace_id, system, CURSOR_NAME, page.cursor, len(page.records),
                     finished=page.cursor is None)
@@ -71,3 +73,45 @@ def backfill(runtime, workspace_id: str, system: str, connector: CrmConnector,
             break
     logger.info("backfill %s for %s: %s records in %s pages", system, workspace_id, result.read, result.pages)
     return result
+
+
+_DONE = object()
+
+
+def prefetched(pages: Iterator[ChangePage], depth: int = defaults.BACKFILL_PREFETCH_PAGES) -> Iterator[ChangePage]:
+    """Read the next page while the current one is stored (pages still come, and are saved, in order).
+
+    The reader stops after at most `depth` pages ahead; its error is raised here, after the pages
+    read before it were handed out, so the stored cursor never skips a page.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    try:
+                        buffer.put(page, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            buffer.put(exc)
+
+    reader = threading.Thread(target=read, name="backfill-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join(timeout=defaults.HTTP_TIMEOUT_SECONDS * 2)
