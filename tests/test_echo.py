@@ -1,7 +1,7 @@
 """Echo ledger: the hub's own writes coming back are recognised field by field, never whole notifications."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
@@ -9,7 +9,7 @@ from hub import admin
 from hub.changes import ContactChange
 from hub.db import transaction
 from hub.mappings import fields as fm
-from hub.models import Contact, CrmSnapshot, Identity, utcnow
+from hub.models import Contact, Identity, utcnow
 from hub.sync import echo
 from tests.conftest import HUBSPOT_APP_ID
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from hub import defaults
 from hub.db import transaction
@@ -98,17 +98,6 @@ RUNNERS = {"evaluate_rules": evaluate, "rule_effects": effects, "rules_decay": d
 
 def run_rules_outbox(outbox_ids: list[int]) -> dict:
     """The RQ job for rules outbox rows; each row is marked done when its runner returns."""
-    from hub.sync.jobs import runtime as worker_runtime
+    from hub.sync.jobs import run_outbox_rows
 
-    rt = worker_runtime()
-    totals: dict = {}
-    for outbox_id in outbox_ids:
-        with transaction(rt.engine) as session:
-            row = session.get(Outbox, outbox_id)
-            if row is None or row.done_at is not None or row.job not in RUNNERS:
-                continue
-            session.expunge(row)
-        totals[outbox_id] = RUNNERS[row.job](rt, row)
-        with transaction(rt.engine) as session:
-            session.execute(update(Outbox).where(Outbox.id == outbox_id).values(done_at=utcnow()))
-    return totals
+    return run_outbox_rows(outbox_ids, RUNNERS)

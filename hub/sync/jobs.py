@@ -179,20 +179,14 @@ def _settle_outbox(rt: Runtime, outbox_id: int, event_ids: list[int], retry_afte
 
 # --- sync jobs (hub.sync.push / hub.sync.polling), dispatched by Outbox.job --------------------------
 
-def run_sync_outbox(outbox_ids: list[int]) -> dict:
-    """The RQ job for sync outbox rows: push due contacts ("sync_push") or poll a CRM ("sync_poll").
+def run_outbox_rows(outbox_ids: list[int], runners: dict) -> dict:
+    """Run non-event outbox rows through `runners` (Outbox.job -> fn(runtime, row)).
 
-    A row is done when its run returns; a vendor outage (RetriableError) leaves it for a later
-    pass after its lease; the pending pushes themselves carry their own retry state.
+    A row is done when its runner returns; an error leaves it for a later pass after its lease.
     """
     from sqlalchemy import update
 
-    from hub.sync.polling import run_poll_outbox
-    from hub.sync.push import run_pushes
-
     rt = runtime()
-    runners = {"sync_push": lambda row: run_pushes(rt, row.workspace_id),
-               "sync_poll": lambda row: run_poll_outbox(rt, row)}
     totals: dict = {}
     for outbox_id in outbox_ids:
         with transaction(rt.engine) as session:
@@ -200,7 +194,20 @@ def run_sync_outbox(outbox_ids: list[int]) -> dict:
             if row is None or row.done_at is not None or row.job not in runners:
                 continue
             session.expunge(row)
-        totals[outbox_id] = runners[row.job](row)
+        totals[outbox_id] = runners[row.job](rt, row)
         with transaction(rt.engine) as session:
             session.execute(update(Outbox).where(Outbox.id == outbox_id).values(done_at=utcnow()))
     return totals
+
+
+def run_sync_outbox(outbox_ids: list[int]) -> dict:
+    """The RQ job for sync outbox rows: push due contacts ("sync_push") or poll a CRM ("sync_poll").
+
+    A vendor outage (RetriableError) leaves a row for a later pass after its lease; the pending
+    pushes themselves carry their own retry state.
+    """
+    from hub.sync.polling import run_poll_outbox
+    from hub.sync.push import run_pushes
+
+    return run_outbox_rows(outbox_ids, {"sync_push": lambda rt, row: run_pushes(rt, row.workspace_id),
+                                        "sync_poll": run_poll_outbox})
