@@ -17,6 +17,7 @@ from tests import services
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEST_KEY = Fernet.generate_key().decode()
+CLOSED_PORT_URL = "http://127.0.0.1:9"
 
 
 def fixture_bytes(name: str) -> bytes:
@@ -136,8 +137,9 @@ def make_runtime(monkeypatch, tmp_path, database_url: str, redis_url: str):
     from hub.sync import jobs
 
     env = {"HUB_DATABASE_URL": database_url, "HUB_REDIS_URL": redis_url, "HUB_INSTANCE_DIR": str(tmp_path),
-           "HUB_ENCRYPTION_KEYS": TEST_KEY, "HUB_PUBLIC_URL": "", "HUBSPOT_API_BASE": "",
-           "SALESFORCE_LOGIN_URL": ""}
+           "HUB_ENCRYPTION_KEYS": TEST_KEY, "HUB_PUBLIC_URL": "",
+           # Nothing a test does may leave the machine: CRM calls without a fake hit a closed port.
+           "HUBSPOT_API_BASE": CLOSED_PORT_URL, "SALESFORCE_LOGIN_URL": CLOSED_PORT_URL}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     runtime = Runtime.from_env()
