@@ -3,6 +3,9 @@
 MAX_BODY_BYTES = 1024 * 1024            # body over 1 MB -> 413
 SIGNATURE_TOLERANCE_SECONDS = 300       # stale signed timestamps -> 401
 SECRET_CACHE_SECONDS = 30               # how long verifiers reuse a decrypted secret
+INGEST_WAIT_SECONDS = 20                # a delivery not committed by then answers 503 (vendor retries)
+INGEST_STATEMENT_TIMEOUT_SECONDS = 10   # PostgreSQL statement_timeout of the ingest connection
+INGEST_GROUP_MAX_EVENTS = 1000          # events written by one group-commit statement (PostgreSQL)
 
 DEFAULT_PORT = 8000
 DEFAULT_HUBSPOT_API_BASE = "https://api.hubapi.com"
