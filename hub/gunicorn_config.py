@@ -13,7 +13,7 @@ from hub.logs import JsonFormatter
 bind = "0.0.0.0:" + (os.environ.get("HUB_PORT") or str(defaults.DEFAULT_PORT))
 workers = 2
 worker_class = "gthread"
-threads = 4
+threads = 16                    # more deliveries share each group commit (hub.store); bench/ingest
 timeout = 30
 graceful_timeout = 20
 keepalive = 5                   # vendors and reverse proxies reuse connections
