@@ -22,7 +22,7 @@ RELAY_REDIS_DOWN_SECONDS = 1.0          # relay back-off while Redis is unreacha
 RELAY_MAX_BACKOFF_SECONDS = 30.0        # ...doubling per failed pass up to this
 OUTBOX_LEASE_SECONDS = 120              # an enqueued row not done by then is enqueued again
 OUTBOX_MAX_DELIVERIES = 20              # an event row handed out this often, never done: its events fail
-JOB_TIMEOUT_SECONDS = 600
+JOB_TIMEOUT_SECONDS = 100                # below the lease, so a running job is never handed out twice
 
 EVENT_MAX_ATTEMPTS = 5                  # then the event is 'failed' (see `hub replay --failed`)
 EVENT_RETRY_BACKOFF_SECONDS = (2, 10, 60, 300)
