@@ -45,6 +45,12 @@ class CapturedRequest:
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
 
+    @classmethod
+    def of(cls, request, body: bytes, at: float) -> "CapturedRequest":
+        """A werkzeug request as the fakes keep it."""
+        return cls(request.method, request.path, {k: request.args.getlist(k) for k in request.args},
+                   dict(request.headers), body, at=at)
+
 
 @dataclass
 class FaultPlan:

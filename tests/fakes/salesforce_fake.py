@@ -202,8 +202,7 @@ class SalesforceFake:
     def __call__(self, environ, start_response):
         request = Request(environ)
         body = request.get_data()
-        captured = CapturedRequest(request.method, request.path, {k: request.args.getlist(k) for k in request.args},
-                                   dict(request.headers), body, at=self.clock.now())
+        captured = CapturedRequest.of(request, body, at=self.clock.now())
         with self.lock:
             self.requests.append(captured)
         response = self._dispatch(request, body)
