@@ -5,15 +5,19 @@ does not run Fernet on every delivery.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
 
+from cryptography.fernet import InvalidToken
 from sqlalchemy import select
 
 from hub import defaults
 from hub.db import transaction
 from hub.models import Connection, Source
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,13 @@ class Directory:
                 rows = session.scalars(select(Connection).where(Connection.kind == "hubspot")).all()
                 portals = {}
                 for row in rows:
-                    creds = self.runtime.vault.decrypt_json(row.credentials)
+                    try:
+                        creds = self.runtime.vault.decrypt_json(row.credentials)
+                    except InvalidToken:
+                        # A key no longer in HUB_ENCRYPTION_KEYS must not stop every other portal.
+                        logger.error("hubspot connection %s: credentials do not decrypt with "
+                                     "HUB_ENCRYPTION_KEYS; its webhooks are refused", row.id)
+                        continue
                     secret = creds.get("app_secret") or creds.get("client_secret")
                     portals[str(row.account_id)] = Target(
                         row.workspace_id, "hubspot", secret, row.account_id, dict(row.settings or {}))

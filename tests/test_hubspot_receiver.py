@@ -149,3 +149,22 @@ def test_malformed_and_oversized_bodies(client, runtime, hubspot_connection):
     response = post(client, big, hubspot_v3_headers(HUBSPOT_APP_SECRET, "POST", URL, big))
     assert response.status_code == 413 and response.json["error"] == "body_too_large"
     assert count(runtime, Event) == 0
+
+
+def test_a_connection_stored_under_a_retired_key_does_not_block_other_portals(client, runtime, hubspot_connection):
+    from cryptography.fernet import Fernet
+    from sqlalchemy import insert
+
+    from hub import admin
+    from hub.models import Connection
+
+    other = admin.create_workspace(runtime, "Old tenant")
+    with transaction(runtime.engine) as session:
+        session.execute(insert(Connection).values(
+            id="f" * 32, workspace_id=other["workspace_id"], kind="hubspot", account_id="777",
+            source_key="retired-key-connection", settings={},
+            credentials=Fernet(Fernet.generate_key()).encrypt(b'{"app_secret": "x"}').decode()))
+    body = fixture_bytes("hubspot/contact.creation__sample.json")
+    response = post(client, body, hubspot_v3_headers(HUBSPOT_APP_SECRET, "POST", URL, body))
+    assert response.status_code == 200, response.json
+    assert count(runtime, Event) == 2
