@@ -80,7 +80,7 @@ def _sf_len(**lengths: int) -> dict:
     return {"salesforce": lengths["sf"]}
 
 
-# Lengths: Salesforce Object Reference "Lead" standard fields (vendor-specs rest-describe-lead-excerpt.json).
+# Lengths: Salesforce Object Reference "Lead" standard fields (as the sObject Describe of Lead reports them; fixture tests/fixtures/salesforce-rest).
 DEFAULT_RULES: tuple[FieldRule, ...] = (
     FieldRule("email", "email", "Email", "most_recent", max_length=_sf_len(sf=80), refuse_too_long=True,
               identity_key=True),
