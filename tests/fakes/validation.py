@@ -171,19 +171,28 @@ HUBSPOT_ENDPOINTS = (
 )
 
 
-def hubspot_violations(requests: list[CapturedRequest]) -> list[str]:
+def _violations(requests: list[CapturedRequest], endpoints, header_problems) -> list[str]:
+    """Each request must match an allowed (method, path) and pass its body and header checks."""
     problems = []
     for number, request in enumerate(requests):
         label = f"#{number} {request.method} {request.path}"
-        check = next((c for method, path, c in HUBSPOT_ENDPOINTS
+        check = next((c for method, path, c in endpoints
                       if method == request.method and re.fullmatch(path, request.path)), None)
         if check is None:
             problems.append(f"{label}: not an endpoint the hub may call")
             continue
-        if request.path.startswith("/crm/") and not request.headers.get("Authorization", "").startswith("Bearer "):
-            problems.append(f"{label}: no Bearer token")
-        problems += [f"{label}: {p}" for p in check(request)]
+        problems += [f"{label}: {p}" for p in header_problems(request) + list(check(request))]
     return problems
+
+
+def _hubspot_header_problems(request: CapturedRequest) -> list[str]:
+    if request.path.startswith("/crm/") and not request.headers.get("Authorization", "").startswith("Bearer "):
+        return ["no Bearer token"]
+    return []
+
+
+def hubspot_violations(requests: list[CapturedRequest]) -> list[str]:
+    return _violations(requests, HUBSPOT_ENDPOINTS, _hubspot_header_problems)
 
 
 # --- Salesforce -------------------------------------------------------------------------------------
@@ -275,19 +284,16 @@ SALESFORCE_ENDPOINTS = (
 )
 
 
-def salesforce_violations(requests: list[CapturedRequest]) -> list[str]:
+def _salesforce_header_problems(request: CapturedRequest) -> list[str]:
+    if not request.path.startswith(SALESFORCE_API):
+        return []
     problems = []
-    for number, request in enumerate(requests):
-        label = f"#{number} {request.method} {request.path}"
-        check = next((c for method, path, c in SALESFORCE_ENDPOINTS
-                      if method == request.method and re.fullmatch(path, request.path)), None)
-        if check is None:
-            problems.append(f"{label}: not an endpoint the hub may call")
-            continue
-        if request.path.startswith(SALESFORCE_API):
-            if not request.headers.get("Authorization", "").startswith("Bearer "):
-                problems.append(f"{label}: no Bearer token")
-            if not request.headers.get("Sforce-Call-Options", "").startswith("client="):
-                problems.append(f"{label}: no Sforce-Call-Options client id")
-        problems += [f"{label}: {p}" for p in check(request)]
+    if not request.headers.get("Authorization", "").startswith("Bearer "):
+        problems.append("no Bearer token")
+    if not request.headers.get("Sforce-Call-Options", "").startswith("client="):
+        problems.append("no Sforce-Call-Options client id")
     return problems
+
+
+def salesforce_violations(requests: list[CapturedRequest]) -> list[str]:
+    return _violations(requests, SALESFORCE_ENDPOINTS, _salesforce_header_problems)
