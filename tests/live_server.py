@@ -10,7 +10,7 @@ from typing import Iterator
 from werkzeug.serving import make_server
 
 from tests.conftest import HUBSPOT_APP_SECRET, fixture_json
-from tests.signing import hubspot_v3_headers
+from hub.sandbox.signing import hubspot_v3_headers
 
 PROPERTY_CHANGE = fixture_json("hubspot/contact.propertyChange__sample.json")[0]
 

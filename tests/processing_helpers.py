@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from hub.db import transaction
 from hub.models import Activity, Contact, Erasure, Event, Identity
 from tests.conftest import HUBSPOT_APP_SECRET, fixture_json, run_pipeline
-from tests.signing import hubspot_v3_headers
+from hub.sandbox.signing import hubspot_v3_headers
 
 URL = "http://localhost/webhooks/hubspot"
 

@@ -1,7 +1,7 @@
 """HubSpot connector against the loopback HubSpot fake and HubSpot's documented answers.
 
 Every request a test sends is checked at the end against the documented endpoints, limits and the
-hubspot-api-client request models (tests/fakes/validation.py): 0 violations.
+hubspot-api-client request models (hub/sandbox/validation.py): 0 violations.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from hub.exceptions import FatalError, RetriableError
 from hub.sync.ratelimit import Rate, TokenBucket
 from hub.sync.tokens import StaticTokens
 from tests.conftest import fixture_json
-from tests.fakes.hubspot_fake import APP_ID, HubSpotFake
-from tests.fakes.server import serve
-from tests.fakes.validation import hubspot_violations
+from hub.sandbox.hubspot_fake import APP_ID, HubSpotFake
+from hub.sandbox.server import serve
+from hub.sandbox.validation import hubspot_violations
 
 TOKEN = "hub-initial-access-token"
 
@@ -317,7 +317,7 @@ def test_sync_log_rows_are_written_for_every_call(runtime, workspace, fake):
 
 
 def test_the_validator_flags_requests_outside_the_documented_limits_and_models():
-    from tests.fakes.common import CapturedRequest
+    from hub.sandbox.common import CapturedRequest
 
     def upsert(body) -> CapturedRequest:
         return CapturedRequest("POST", "/crm/v3/objects/contacts/batch/upsert", {},

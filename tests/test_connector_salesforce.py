@@ -1,7 +1,7 @@
 """Salesforce connector against the loopback org fake and Salesforce's documented REST answers.
 
 Every request a test sends is checked against the documented REST formats
-(tests/fakes/validation.py): 0 violations.
+(hub/sandbox/validation.py): 0 violations.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from hub.exceptions import FatalError, RetriableError
 from hub.sync.ratelimit import ApiReserve
 from hub.sync.tokens import StaticTokens
 from tests.conftest import fixture_bytes, fixture_json
-from tests.fakes.common import FakeClock
-from tests.fakes.salesforce_fake import HUMAN_USER, INTEGRATION_USER, SalesforceFake, sf_datetime
-from tests.fakes.server import serve
-from tests.fakes.validation import collection_violations, salesforce_violations
+from hub.sandbox.common import FakeClock
+from hub.sandbox.salesforce_fake import HUMAN_USER, INTEGRATION_USER, SalesforceFake, sf_datetime
+from hub.sandbox.server import serve
+from hub.sandbox.validation import collection_violations, salesforce_violations
 
 TOKEN = "00D5g000004ABCD!initial-access-token"
 INSTANCE = "https://example-dev-ed.my.salesforce.com"
@@ -328,7 +328,7 @@ def test_registry_builds_a_logged_connector_and_refuses_missing_connections(runt
     from hub.connectors import registry
     from hub.db import transaction
     from hub.models import SyncLog
-    from tests.fakes.wiring import connect_salesforce_fake
+    from hub.sandbox.wiring import connect_salesforce_fake
 
     with pytest.raises(FatalError) as missing:
         registry.connector_for(runtime, workspace["workspace_id"], "salesforce")
@@ -382,7 +382,7 @@ def test_a_create_that_failed_after_it_was_applied_is_not_created_twice(fake):
 
 def test_fields_the_org_lacks_are_left_out_and_its_describe_is_reused(runtime, workspace):
     from hub.connectors import registry
-    from tests.fakes.wiring import connect_salesforce_fake
+    from hub.sandbox.wiring import connect_salesforce_fake
 
     org = SalesforceFake(hub_fields=False)
     with serve(org):

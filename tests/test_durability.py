@@ -34,7 +34,7 @@ from hub.sync.worker import run_burst
 from tests import services
 from tests.conftest import HUBSPOT_APP_SECRET, fixture_json, make_runtime, run_pipeline
 from tests.live_server import property_change, serve, signed_hubspot_post
-from tests.signing import hubspot_v3_headers
+from hub.sandbox.signing import hubspot_v3_headers
 
 ROOT = Path(__file__).resolve().parents[1]
 URL = "http://localhost/webhooks/hubspot"

@@ -17,7 +17,7 @@ import requests
 
 from tests.conftest import HUBSPOT_APP_ID, HUBSPOT_APP_SECRET, HUBSPOT_PORTAL_ID, fixture_bytes
 from tests.services import free_port
-from tests.signing import hubspot_v3_headers
+from hub.sandbox.signing import hubspot_v3_headers
 
 HUB = [sys.executable, "-m", "hub.cli"]
 HUBSPOT_TOKEN = "embedded-test-access-token"

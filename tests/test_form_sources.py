@@ -11,7 +11,7 @@ from flask import Flask
 from hub.exceptions import SignatureError
 from tests.conftest import fixture_bytes, fixture_json
 from tests.receiver_helpers import add_source, change, count, handled, nothing_stored, rows
-from tests.signing import standard_webhook_headers
+from hub.sandbox.signing import standard_webhook_headers
 from webhooks import html_form, standard
 
 VECTOR = fixture_json("standard-webhooks/test-vectors.json")["vectors"][0]

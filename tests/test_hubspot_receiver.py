@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from hub.db import transaction
 from hub.models import Event, Outbox
 from tests.conftest import HUBSPOT_APP_SECRET, fixture_bytes, fixture_json
-from tests.signing import hubspot_v1_headers, hubspot_v2_headers, hubspot_v3_headers
+from hub.sandbox.signing import hubspot_v1_headers, hubspot_v2_headers, hubspot_v3_headers
 from webhooks import hubspot
 
 URL = "http://localhost/webhooks/hubspot"

@@ -15,7 +15,7 @@ from hub.runtime import Runtime
 from tests import services
 from tests.conftest import HUBSPOT_APP_SECRET, make_runtime, run_pipeline
 from tests.live_server import property_change
-from tests.signing import hubspot_v3_headers
+from hub.sandbox.signing import hubspot_v3_headers
 from hub.sync import relay
 from hub.sync.worker import run_burst
 

@@ -29,7 +29,7 @@ from tests.processing_helpers import (
     snapshot,
 )
 from tests.receiver_helpers import add_source
-from tests.signing import standard_webhook_headers
+from hub.sandbox.signing import standard_webhook_headers
 
 FORM_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"      # the Standard Webhooks test-vector secret
 JANE = 1246965

@@ -16,12 +16,12 @@ from hub.models import Assignment, Contact, LeadEffect, Outbox, Rep, SyncLog, ut
 from hub.rules import sla
 from hub.rules.notices import configure_notice
 from tests.conftest import fixture_json, run_pipeline
-from tests.fakes.hubspot_fake import HubSpotFake
-from tests.fakes.salesforce_fake import SalesforceFake
-from tests.fakes.server import serve
-from tests.fakes.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at
+from hub.sandbox.hubspot_fake import HubSpotFake
+from hub.sandbox.salesforce_fake import SalesforceFake
+from hub.sandbox.server import serve
+from hub.sandbox.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at
 from tests.receiver_helpers import add_source
-from tests.signing import standard_webhook_headers
+from hub.sandbox.signing import standard_webhook_headers
 
 SECRET = fixture_json("standard-webhooks/test-vectors.json")["vectors"][0]["secret"]
 REPS = (("alice@seller.io", "111", "0055g00000ALICEAAA"), ("bob@seller.io", "222", "0055g00000BOBBBAAA"))
@@ -238,7 +238,7 @@ def test_preflight_says_exactly_which_salesforce_fields_an_admin_must_add(runtim
     from click.testing import CliRunner
 
     from hub.cli import main as hub_cli
-    from tests.fakes import salesforce_fake
+    from hub.sandbox import salesforce_fake
 
     without_hub_fields = [f for f in salesforce_fake.DESCRIBE_FIELDS["Contact"] if not f["name"].startswith("Hub_")]
     monkeypatch.setitem(salesforce_fake.DESCRIBE_FIELDS, "Contact", without_hub_fields)

@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import fixture_bytes, fixture_json
 from tests.receiver_helpers import add_source, change, count, handled, nothing_stored, rows
-from tests.signing import shopify_headers
+from hub.sandbox.signing import shopify_headers
 from webhooks import shopify
 
 SPEC = fixture_json("shopify/headers-and-signature.json")

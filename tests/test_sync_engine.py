@@ -264,10 +264,10 @@ def test_relay_sends_sync_rows_to_the_sync_job():
 
 # --- backfill and polling against the loopback fakes ----------------------------------------------
 
-from tests.fakes.hubspot_fake import HubSpotFake  # noqa: E402
-from tests.fakes.salesforce_fake import SalesforceFake  # noqa: E402
-from tests.fakes.server import serve  # noqa: E402
-from tests.fakes.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at  # noqa: E402
+from hub.sandbox.hubspot_fake import HubSpotFake  # noqa: E402
+from hub.sandbox.salesforce_fake import SalesforceFake  # noqa: E402
+from hub.sandbox.server import serve  # noqa: E402
+from hub.sandbox.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at  # noqa: E402
 
 
 class Crash(Exception):

@@ -29,11 +29,11 @@ from hub.db import transaction
 from hub.models import Contact
 from hub.sync import echo
 from tests.conftest import run_pipeline
-from tests.fakes.common import FakeClock, FaultPlan
-from tests.fakes.hubspot_fake import HubSpotFake
-from tests.fakes.salesforce_fake import SalesforceFake
-from tests.fakes.server import serve
-from tests.fakes.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at
+from hub.sandbox.common import FakeClock, FaultPlan
+from hub.sandbox.hubspot_fake import HubSpotFake
+from hub.sandbox.salesforce_fake import SalesforceFake
+from hub.sandbox.server import serve
+from hub.sandbox.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at
 
 HUBSPOT_URL = "http://localhost/webhooks/hubspot"
 SOAP = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}

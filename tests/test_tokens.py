@@ -16,11 +16,11 @@ from hub.connectors.base import CrmRecord
 from hub.exceptions import FatalError, TokenExpiredError
 from hub.sync.tokens import CredentialStore, SalesforceTokens
 from tests.conftest import fixture_json
-from tests.fakes.hubspot_fake import HubSpotFake
-from tests.fakes.salesforce_fake import SalesforceFake
-from tests.fakes.server import serve
-from tests.fakes.validation import hubspot_violations, salesforce_violations
-from tests.fakes.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at
+from hub.sandbox.hubspot_fake import HubSpotFake
+from hub.sandbox.salesforce_fake import SalesforceFake
+from hub.sandbox.server import serve
+from hub.sandbox.validation import hubspot_violations, salesforce_violations
+from hub.sandbox.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at
 
 
 @pytest.fixture
@@ -224,7 +224,7 @@ def test_hubspot_refresh_posts_the_documented_form_and_reads_expires_in(runtime,
 
 
 def test_a_token_expiring_at_a_fake_clock_time_is_refreshed_on_the_401(runtime, workspace):
-    from tests.fakes.common import FakeClock
+    from hub.sandbox.common import FakeClock
 
     clock = FakeClock()
     fake = HubSpotFake(clock=clock)

@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import fixture_bytes, fixture_json
 from tests.receiver_helpers import add_source, change, count, handled, nothing_stored, rows
-from tests.signing import typeform_headers
+from hub.sandbox.signing import typeform_headers
 from webhooks import typeform
 
 VECTOR = fixture_json("typeform/signature.json")["worked_example"]

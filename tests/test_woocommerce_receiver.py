@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import fixture_bytes, fixture_json
 from tests.receiver_helpers import add_source, change, count, handled, nothing_stored, rows
-from tests.signing import woocommerce_headers
+from hub.sandbox.signing import woocommerce_headers
 from webhooks import woocommerce
 
 SPEC = fixture_json("woocommerce/headers-and-signature.json")

@@ -3,7 +3,7 @@
     python bench/sync [--contacts 10000] [--rate 50] [--seconds 30] [--backfill 22000]
                       [--database-url URL] [--redis-url URL] [--only calls,latency,backfill]
 
-Everything runs in this process against the loopback fakes (tests/fakes), with the hub's real
+Everything runs in this process against the loopback fakes (hub/sandbox), with the hub's real
 code path: connectors (rate limits in Redis, retries, tokens), push engine, receiver routes,
 processing, relay and an in-process RQ worker. Database: a fresh SQLite file by default, or the
 PostgreSQL URL given (a scratch database: its tables are created and filled).
@@ -37,10 +37,10 @@ from hub.migrate import upgrade  # noqa: E402
 from hub.models import Contact, Identity  # noqa: E402
 from hub.runtime import Runtime  # noqa: E402
 from hub.sync import jobs, push  # noqa: E402
-from tests.fakes.hubspot_fake import HubSpotFake  # noqa: E402
-from tests.fakes.salesforce_fake import SalesforceFake  # noqa: E402
-from tests.fakes.server import serve  # noqa: E402
-from tests.fakes.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at  # noqa: E402
+from hub.sandbox.hubspot_fake import HubSpotFake  # noqa: E402
+from hub.sandbox.salesforce_fake import SalesforceFake  # noqa: E402
+from hub.sandbox.server import serve  # noqa: E402
+from hub.sandbox.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at  # noqa: E402
 
 CONSTANT_CALLS = 2          # c: calls allowed beyond the batches (a token refresh, one retried batch)
 

@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.common import CapturedRequest, FakeClock, FaultPlan, SlidingWindowLimiter
-from tests.signing import hubspot_v3_headers
+from hub.sandbox.common import CapturedRequest, FakeClock, FaultPlan, SlidingWindowLimiter
+from hub.sandbox.signing import hubspot_v3_headers
 
 PORTAL_ID = 62515
 APP_ID = 54321
@@ -86,7 +86,7 @@ def iso_ms(ms: int) -> str:
 
 
 class HubSpotFake:
-    """The WSGI app; `with serve(HubSpotFake()) as server:` runs it (tests/fakes/server.py)."""
+    """The WSGI app; `with serve(HubSpotFake()) as server:` runs it (hub/sandbox/server.py)."""
 
     def __init__(self, *, portal_id: int = PORTAL_ID, app_id: int = APP_ID, app_secret: str = APP_SECRET,
                  access_token: str = "hub-initial-access-token", hub_properties: bool = True,

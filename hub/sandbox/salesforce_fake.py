@@ -29,8 +29,8 @@ from xml.sax.saxutils import escape
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes import soql
-from tests.fakes.common import CapturedRequest, FakeClock, FaultPlan
+from hub.sandbox import soql
+from hub.sandbox.common import CapturedRequest, FakeClock, FaultPlan
 
 API = "/services/data/v60.0"
 ORG_ID = "00D5g000004ABCDEA2"
@@ -116,7 +116,7 @@ def soap_datetime(rest_value: str) -> str:
 
 
 class SalesforceFake:
-    """The WSGI app; `with serve(SalesforceFake()) as server:` runs it (tests/fakes/server.py)."""
+    """The WSGI app; `with serve(SalesforceFake()) as server:` runs it (hub/sandbox/server.py)."""
 
     def __init__(self, *, access_token: str = "00D5g000004ABCD!initial-access-token", clock: FakeClock | None = None,
                  faults: FaultPlan | None = None, page_size: int = 2000, api_limit: int = 100000,

@@ -12,7 +12,7 @@ import dataclasses
 import time
 
 from hub import admin
-from tests.fakes import hubspot_fake, salesforce_fake
+from hub.sandbox import hubspot_fake, salesforce_fake
 
 
 def point_runtime_at(runtime, hubspot_url: str | None = None, salesforce_login_url: str | None = None) -> None:

@@ -25,8 +25,8 @@ import hubspot.crm.contacts as contacts_sdk
 import hubspot.crm.objects.tasks as tasks_sdk
 import hubspot.crm.properties as properties_sdk
 
-from tests.fakes import soql
-from tests.fakes.common import CapturedRequest
+from hub.sandbox import soql
+from hub.sandbox.common import CapturedRequest
 
 HUBSPOT_BATCH_LIMIT = 100
 HUBSPOT_SEARCH_LIMIT = 200
