@@ -9,7 +9,7 @@ day), 401 -> TokenExpiredError, other 4xx -> FatalError(code=HubSpot's category)
 
 Construct through the registry: `registry.connector_for(runtime, workspace_id, "hubspot")`.
 Directly (tests): `HubSpotConnector(StaticTokens("tok"), api_base="http://127.0.0.1:8123")`.
-The SDK speaks urllib3, so tests point `api_base` at a loopback server (tests/fakes/hubspot_fake.py).
+The SDK speaks urllib3, so tests point `api_base` at a loopback server (hub/sandbox/hubspot_fake.py).
 """
 from __future__ import annotations
 
