@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -306,6 +307,17 @@ def backfill_command(system, workspace_id, as_json):
         _fail(Exception(f"backfill stopped ({type(exc).__name__}: {exc}); run it again to resume"))
     emit({"read": result.read, "stored": result.stored, "pages": result.pages,
           "resumed": str(result.resumed).lower()}, as_json)
+
+
+@main.command("demo")
+@click.option("--verbose", is_flag=True, help="also show the hub's own log lines")
+def demo_command(verbose):
+    """The whole loop against sandbox CRMs on loopback ports; needs nothing installed, leaves nothing behind."""
+    from hub.demo import run
+
+    if not verbose:
+        logging.getLogger("hub").setLevel(logging.WARNING)
+    sys.exit(run(click.echo))
 
 
 # --- lead rules (hub/rules/cli.py) ---------------------------------------------------------------

@@ -190,11 +190,6 @@ def hubspot_connection(runtime, workspace):
 
 def run_pipeline(runtime) -> None:
     """Relay the outbox and run the queued jobs in this process, until nothing is left."""
-    from hub.sync import relay
-    from hub.sync.worker import run_burst
+    from hub.sync.worker import run_until_idle
 
-    for _ in range(20):
-        if not relay.drain(runtime):
-            return
-        run_burst(runtime)
-    raise AssertionError("pipeline did not settle in 20 rounds")
+    run_until_idle(runtime)

@@ -15,6 +15,7 @@ from hub.db import transaction
 from hub.models import Assignment, Contact, LeadEffect, Outbox, Rep, SyncLog, utcnow
 from hub.rules import sla
 from hub.rules.notices import configure_notice
+from hub.sync.worker import run_until_settled
 from tests.conftest import fixture_json, run_pipeline
 from hub.sandbox.hubspot_fake import HubSpotFake
 from hub.sandbox.salesforce_fake import SalesforceFake
@@ -25,7 +26,6 @@ from hub.sandbox.signing import standard_webhook_headers
 
 SECRET = fixture_json("standard-webhooks/test-vectors.json")["vectors"][0]["secret"]
 REPS = (("alice@seller.io", "111", "0055g00000ALICEAAA"), ("bob@seller.io", "222", "0055g00000BOBBBAAA"))
-BACKGROUND_JOBS = ("rules_decay", "rules_sla", "sync_poll")
 
 
 @pytest.fixture
@@ -64,16 +64,7 @@ def post_form(client, runtime, workspace, email: str) -> None:
 
 def work_until_settled(runtime, limit_seconds: float = 15.0) -> float:
     """Run the relay and worker until no foreground work is waiting (periodic jobs excluded)."""
-    started = time.monotonic()
-    while True:
-        run_pipeline(runtime)
-        with transaction(runtime.engine) as session:
-            waiting = session.scalar(select(func.count()).select_from(Outbox).where(
-                Outbox.done_at.is_(None), Outbox.job.not_in(BACKGROUND_JOBS)))
-        if not waiting:
-            return time.monotonic() - started
-        assert time.monotonic() - started < limit_seconds, f"{waiting} outbox rows still waiting"
-        time.sleep(0.1)
+    return run_until_settled(runtime, limit_seconds)
 
 
 def hubspot_tasks_for(hubspot: HubSpotFake, contact_id: str) -> list[dict]:

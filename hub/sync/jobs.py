@@ -52,6 +52,12 @@ def runtime() -> Runtime:
     return _runtime
 
 
+def use_runtime(runtime_for_jobs: Runtime | None) -> None:
+    """Jobs run in this process use this runtime (one-process runs such as `hub demo`); None: from the environment."""
+    global _runtime
+    _runtime = runtime_for_jobs
+
+
 def process_outbox(outbox_ids: list[int]) -> dict:
     """The RQ job: apply the events of these outbox rows, then settle each row."""
     rt = runtime()
