@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from hub import defaults, logs
@@ -16,12 +17,23 @@ def create_app(config: dict | None = None, runtime: Runtime | None = None) -> Fl
     runtime = runtime or Runtime(Settings.from_env(config))
     settings = runtime.settings
     app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=defaults.MAX_BODY_BYTES)
+    app.session_interface = NoWebhookSessions()
     app.extensions["hub"] = runtime
     app.extensions["hub_directory"] = Directory(runtime)
     logs.init_app(app)
     _register_blueprints(app)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
     return app
+
+
+class NoWebhookSessions(SecureCookieSessionInterface):
+    """Vendors' webhook deliveries carry no browser session: skip the cookie signer on them (it costs a
+    serializer per request); other pages keep Flask's signed-cookie sessions."""
+
+    def open_session(self, app, request):
+        if request.path.startswith("/webhooks/"):
+            return None                  # Flask falls back to a null session
+        return super().open_session(app, request)
 
 
 def _register_blueprints(app: Flask) -> None:

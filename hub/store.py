@@ -25,6 +25,7 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import orjson
 import psycopg
 from sqlalchemy import event, insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -325,18 +326,26 @@ def _group_rows(group: list[_Delivery]) -> tuple[dict, str]:
     owners: dict[tuple[str, str], _Delivery] = {}
     out = []
     for number, delivery in enumerate(group):
-        received, status = delivery.received_at.isoformat(), delivery.status
+        received, status = delivery.received_at, delivery.status
         for position, workspace_id, event in delivery.events:
             key = (workspace_id, event.dedupe_key)
             if key in owners:
                 continue
             owners[key] = delivery
-            occurred = event.occurred_at
             out.append({"delivery": number, "workspace_id": workspace_id, "source": event.source,
                         "kind": event.kind, "dedupe_key": event.dedupe_key, "payload": event.payload,
-                        "received_at": received, "occurred_at": occurred.isoformat() if occurred else None,
+                        "received_at": received, "occurred_at": event.occurred_at,
                         "status": status, "position": position})
-    return owners, json.dumps(out, separators=(",", ":"))
+    return owners, rows_json(out)
+
+
+def rows_json(rows: list[dict]) -> str:
+    """JSON text of the rows, datetimes as ISO 8601. orjson is several times faster than json on the request
+    path; a payload integer wider than 64 bits (orjson refuses it) takes the standard library's path."""
+    try:
+        return orjson.dumps(rows).decode()
+    except TypeError:
+        return json.dumps(rows, separators=(",", ":"), default=datetime.isoformat)
 
 
 _writers: "weakref.WeakKeyDictionary[Engine, _GroupWriter]" = weakref.WeakKeyDictionary()

@@ -153,3 +153,19 @@ def test_concurrent_deliveries_each_get_their_own_outbox_row(pg_runtime, workspa
     with transaction(pg_runtime.engine) as session:
         listed = sorted(row.payload["event_ids"] for row in session.scalars(select(Outbox)))
     assert listed == sorted(r.accepted for r in results)
+
+
+def test_payload_values_are_stored_exactly_on_both_json_paths(pg_runtime, workspace_id):
+    """The fast path (orjson) and the fallback for integers wider than 64 bits keep every value as sent."""
+    [(_, fast)] = delivery(workspace_id, 901)
+    [(_, wide)] = delivery(workspace_id, 902)
+    fast.payload["propertyValue"] = "Zoë 😀 \"quoted\""
+    wide.payload["objectId"] = 2 ** 70 + 1                  # no 64-bit JSON library can carry it
+
+    store.ingest(pg_runtime.engine, [(workspace_id, fast)])
+    store.ingest(pg_runtime.engine, [(workspace_id, wide)])
+
+    with transaction(pg_runtime.engine) as session:
+        stored = {e.dedupe_key: e.payload for e in session.scalars(select(Event))}
+    assert stored[fast.dedupe_key] == fast.payload
+    assert stored[wide.dedupe_key]["objectId"] == 2 ** 70 + 1

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from flask import jsonify
 
+JSON_HEADERS = {"Content-Type": "application/json"}
+
 
 def error(status: int, reason: str, detail: str = ""):
     body = {"error": reason}
@@ -14,4 +16,6 @@ def error(status: int, reason: str, detail: str = ""):
 
 
 def accepted(result):
-    return jsonify({"accepted": len(result.accepted), "duplicates": result.duplicates}), 200
+    # Every delivery gets this answer: built directly rather than through jsonify (measurably cheaper).
+    body = b'{"accepted":%d,"duplicates":%d}\n' % (len(result.accepted), result.duplicates)
+    return body, 200, JSON_HEADERS
