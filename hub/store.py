@@ -155,9 +155,13 @@ def _outbox_rows(rows: list[dict], inserted, now) -> list[dict]:
 # --- PostgreSQL: group commit -------------------------------------------------------------------------
 
 class _Delivery:
-    """One `ingest` call waiting for the commit that holds its rows."""
+    """One `ingest` call waiting for the commit that holds its rows.
 
-    __slots__ = ("events", "status", "received_at", "ids", "error", "done")
+    `wake` is held from the start; whoever ends the wait releases it once: the writer whose group
+    committed the delivery, or the writer handing over the turn to write next.
+    """
+
+    __slots__ = ("events", "status", "received_at", "ids", "error", "done", "turn", "wake")
 
     def __init__(self, events: list[tuple], status: str, received_at: datetime):
         self.events = events            # (position, workspace_id, IncomingEvent)
@@ -166,6 +170,9 @@ class _Delivery:
         self.ids: list[int] = []
         self.error: BaseException | None = None
         self.done = False
+        self.turn = False               # this caller writes the next group
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
     def outcome(self) -> list[int]:
         if self.error is not None:
@@ -177,13 +184,15 @@ class _GroupWriter:
     """Writes the deliveries of one process to one PostgreSQL database, a group at a time.
 
     No thread of its own: the first caller to find no write in flight writes every delivery waiting
-    (its own included), the others wait on the condition until their delivery is done or it is
-    their turn. Each caller returns only after the commit that holds its delivery.
+    (its own included); the others sleep until their delivery is done or the turn to write passes to
+    them (the writer hands it to the oldest waiting delivery). Each sleeper is woken exactly once, by
+    its own lock, so a commit wakes only the callers it concerns. Each caller returns only after the
+    commit that holds its delivery.
     """
 
     def __init__(self, engine: Engine):
         self._engine = weakref.ref(engine)       # the registry's key: the writer must not keep it alive
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()           # guards _pending, _writing, the turn and the connection
         self._pending: list[_Delivery] = []
         self._writing = False
         self._conn: psycopg.Connection | None = None     # autocommit; only the writer uses it
@@ -191,32 +200,56 @@ class _GroupWriter:
 
     def write(self, events: list[tuple], status: str, received_at: datetime) -> list[int]:
         delivery = _Delivery(events, status, received_at)
-        deadline = time.monotonic() + defaults.INGEST_WAIT_SECONDS
-        with self._cond:
+        with self._mutex:
             self._pending.append(delivery)
-            while not delivery.done:
-                if self._writing:
-                    self._wait(delivery, deadline)
-                    continue
-                self._writing = True
-                group = self._take_group()
-                self._cond.release()
-                try:
-                    self._write_group(group)
-                finally:
-                    self._cond.acquire()
-                    self._writing = False
-                    if self._drop_connection:
-                        self._close_connection()
-                    self._cond.notify_all()
+            leading = not self._writing
+            self._writing = True
+        if not leading:
+            self._wait(delivery, time.monotonic() + defaults.INGEST_WAIT_SECONDS)
+        while not delivery.done:                 # this caller writes until its own delivery is in
+            self._write_next_group(delivery)
         return delivery.outcome()
 
+    def _write_next_group(self, own: _Delivery) -> None:
+        with self._mutex:
+            group = self._take_group()
+        finished = False
+        try:
+            self._write_group(group)
+            finished = True
+        finally:
+            with self._mutex:
+                if self._drop_connection:
+                    self._close_connection()
+                if not finished and own in self._pending:
+                    self._pending.remove(own)    # this caller leaves with the exception
+                if own.done or not finished:
+                    self._hand_over_turn()
+            for delivery in group:
+                if delivery is not own:
+                    delivery.wake.release()
+
+    def _hand_over_turn(self) -> None:
+        """The oldest waiting delivery's caller writes next; with none waiting, no write is in flight."""
+        if self._pending:
+            successor = self._pending[0]
+            successor.turn = True
+            successor.wake.release()
+        else:
+            self._writing = False
+
     def _wait(self, delivery: _Delivery, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 and delivery in self._pending:
-            self._pending.remove(delivery)      # never written: the vendor will retry
-            raise PoolTimeoutError(f"no commit within {defaults.INGEST_WAIT_SECONDS}s")
-        self._cond.wait(timeout=max(remaining, 0.05))
+        """Sleep until done or our turn. Past the deadline a delivery still queued leaves unwritten (the
+        vendor retries); one already in a write in flight waits for that write's outcome."""
+        while True:
+            delivery.wake.acquire(timeout=max(deadline - time.monotonic(), 0))
+            with self._mutex:
+                if delivery.done or delivery.turn:
+                    return
+                if delivery in self._pending:
+                    self._pending.remove(delivery)
+                    raise PoolTimeoutError(f"no commit within {defaults.INGEST_WAIT_SECONDS}s")
+            deadline = time.monotonic() + defaults.INGEST_WAIT_SECONDS
 
     def _take_group(self) -> list[_Delivery]:
         """The waiting deliveries, oldest first, up to INGEST_GROUP_MAX_EVENTS (at least one)."""
@@ -297,7 +330,7 @@ class _GroupWriter:
 
     def close(self) -> None:
         """Drop the kept connection (now, or when the write in flight ends); the next write opens another."""
-        with self._cond:
+        with self._mutex:
             if self._writing:
                 self._drop_connection = True
             else:
