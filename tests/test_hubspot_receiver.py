@@ -168,3 +168,17 @@ def test_a_connection_stored_under_a_retired_key_does_not_block_other_portals(cl
     response = post(client, body, hubspot_v3_headers(HUBSPOT_APP_SECRET, "POST", URL, body))
     assert response.status_code == 200, response.json
     assert count(runtime, Event) == 2
+
+
+@pytest.mark.parametrize("base", ["http://localhost", "https://hub.example.com:8443", "http://[::1]:8000",
+                                  "http://xn--bcher-kva.example"])
+@pytest.mark.parametrize("path", ["/webhooks/hubspot", "/webhooks/hubspot?a=1&b=two", "/webhooks/hub%20spot?x=%41",
+                                  "/webhooks/hubspot?q=a+b", "/webhooks/h%C3%BCb"])
+def test_the_signed_url_without_hub_public_url_is_exactly_the_requests_own(app, base, path):
+    """public_url's shortcut for plain URLs must give what request.url gives (the URL HubSpot signs)."""
+    from flask import request
+
+    from webhooks.routes import public_url
+
+    with app.test_request_context(path, base_url=base, method="POST"):
+        assert public_url() == request.url

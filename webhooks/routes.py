@@ -9,6 +9,7 @@ header, e.g. Shopify's X-Shopify-Event-Id), and `bp` (a blueprint of the module'
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from flask import Blueprint, g, request
@@ -42,12 +43,20 @@ def _directory():
     return current_app.extensions["hub_directory"]
 
 
+# Characters that werkzeug's request.url (quote, then uri_to_iri) leaves as they are.
+_PLAIN_URL_PART = re.compile(r"[A-Za-z0-9/_.~=&-]*")
+
+
 def public_url() -> str:
     """The URL the vendor called: HUB_PUBLIC_URL + path + query, or the request's own URL."""
     base = current_runtime().settings.public_url
-    if not base:
-        return request.url
     query = request.query_string.decode("latin-1")
+    if not base:
+        if not (_PLAIN_URL_PART.fullmatch(request.path) and _PLAIN_URL_PART.fullmatch(query)
+                and _PLAIN_URL_PART.fullmatch(request.root_path) and "xn--" not in request.host.lower()):
+            return request.url
+        # the same string as request.url, without its quote/unquote round trip (every delivery pays it)
+        base = f"{request.scheme}://{request.host}{request.root_path}"
     return base + request.path + ("?" + query if query else "")
 
 
