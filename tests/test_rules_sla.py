@@ -181,6 +181,27 @@ def test_a_deferral_that_failed_is_retried_by_the_next_pass_and_done_once(client
     assert hubspot.tasks[old_hs]["properties"]["hs_task_body"].count("Deferred by lead hub") == 1
 
 
+def test_a_portal_that_refuses_the_deferred_status_is_logged_once_not_retried_every_pass(
+        client, runtime, workspace, crms, reps, monkeypatch, caplog):
+    from hub.sandbox import hubspot_fake
+
+    hubspot, salesforce = crms
+    [first] = handed_off(client, runtime, workspace, "vp@bigco.example")
+    monkeypatch.setattr(hubspot_fake, "TASK_STATUSES", ("NOT_STARTED", "IN_PROGRESS", "WAITING", "COMPLETED"))
+
+    assert overdue_pass(runtime, workspace)["reassigned"] == 1
+    overdue_pass(runtime, workspace, hours=25.1)
+
+    [update] = captured(hubspot, TASK_UPDATE)                              # refused (400), not tried again
+    assert update.status == 400
+    old, _new = assignments(runtime)
+    assert old.crm_refs["hubspot_task_deferred"] == "refused VALIDATION_ERROR"
+    assert old.crm_refs["salesforce_task_deferred"] == "deferred"
+    assert hubspot.tasks[first.crm_refs["hubspot_task"]]["properties"]["hs_task_status"] == "NOT_STARTED"
+    assert any(r.levelno == logging.ERROR and "hubspot refused to defer 1 old task(s)" in r.getMessage()
+               for r in caplog.records)
+
+
 # --- unknown: nobody is reassigned ---------------------------------------------------------------------
 
 def test_a_crm_that_cannot_be_read_reassigns_nobody_this_pass(client, runtime, workspace, crms, reps, caplog):

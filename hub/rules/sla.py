@@ -16,8 +16,9 @@ assignments as they are until the next pass: nobody is reassigned on an unknown.
 When a lead is reassigned, the previous owner's open task is set to Deferred (HubSpot
 hs_task_status DEFERRED, Salesforce Status "Deferred", both standard values) with a line in its
 body saying why. Each settled task is recorded in the old assignment's crm_refs
-("hubspot_task_deferred", "salesforce_task_deferred"), so a retry skips it; a deferral that failed
-is tried again by the passes of the next RULES_SLA_DEFER_RETRY_HOURS.
+("hubspot_task_deferred", "salesforce_task_deferred": deferred | closed | missing | refused <code>),
+so a retry skips it; a deferral that failed on a retriable error (or an expired token) is tried
+again by the passes of the next RULES_SLA_DEFER_RETRY_HOURS.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from hub import defaults
 from hub.connectors.base import TaskState
 from hub.connectors.notice import Notice
 from hub.db import transaction
-from hub.exceptions import FatalError, RetriableError
+from hub.exceptions import FatalError, RetriableError, TokenExpiredError
 from hub.logs import mask_email
 from hub.models import Activity, Assignment, Contact, SyncLog, utcnow
 from hub.rules.handoff import assign, deliver
@@ -46,6 +47,7 @@ SALES_ACTIVITY_KINDS = ("sales_call", "sales_email", "meeting", "note", "task_co
 TASK_KINDS = ("hubspot", "salesforce")          # CRMs whose follow-up task id is in crm_refs["<kind>_task"]
 DEFERRED_SUFFIX = "_task_deferred"              # crm_refs["<kind>_task_deferred"]: how the old task was settled
 UNREAD = "unread"                               # outcome of an assignment whose CRM could not be read
+RETRY_LATER_CODES = ("UNABLE_TO_LOCK_ROW", "NO_RESULT")   # a per-task refusal that may clear by itself
 
 
 @dataclass
@@ -246,7 +248,7 @@ def defer_previous_tasks(runtime, connectors: dict, assignment_ids: list[int], c
 
 
 def _defer_in(kind: str, connector, old: list[_OldTask], states: dict[str, TaskState]) -> list[tuple[_OldTask, str]]:
-    """(task, how it was settled) for the tasks of one CRM; tasks whose write failed are left for a later pass."""
+    """(task, how it was settled) for the tasks of one CRM; a write that may work later is left for a later pass."""
     settled, bodies, by_id = [], {}, {}
     for task in old:
         state = states.get(task.task_id)
@@ -262,24 +264,31 @@ def _defer_in(kind: str, connector, old: list[_OldTask], states: dict[str, TaskS
         return settled
     try:
         results = connector.defer_tasks(bodies)
-    except (RetriableError, FatalError) as exc:
+    except (RetriableError, TokenExpiredError) as exc:      # may work later (TokenExpiredError: after reconnecting)
         logger.warning("%s: %d old task(s) not deferred yet (%s: %s); the next SLA pass tries again", kind,
                        len(bodies), type(exc).__name__, exc)
         return settled
+    except FatalError as exc:       # refused as a whole (e.g. the portal's picklist lacks the status): never retried
+        logger.error("%s refused to defer %d old task(s): %s %s", kind, len(bodies), exc.code, exc)
+        return settled + [(task, f"refused {exc.code}") for task in by_id.values()]
     for result in results:
         task = by_id[result.key]
         if result.ok:
             settled.append((task, "deferred"))
             logger.info("lead %s: previous owner's %s task %s set to Deferred", task.contact_id, kind, task.task_id)
-        else:
-            logger.warning("lead %s: %s refused to defer task %s: %s", task.contact_id, kind, task.task_id,
+        elif result.error_code in RETRY_LATER_CODES:
+            logger.warning("lead %s: %s task %s not deferred yet (%s)", task.contact_id, kind, task.task_id,
                            result.error_code)
+        else:
+            settled.append((task, f"refused {result.error_code}"))
+            logger.error("lead %s: %s refused to defer task %s: %s", task.contact_id, kind, task.task_id,
+                         result.error_code)
     return settled
 
 
 def _deferral_note(assignment: Assignment) -> str:
-    when = f"{assignment.closed_at:%Y-%m-%d %H:%M} UTC" if assignment.closed_at else "reassignment"
-    return f"Deferred by lead hub on {when}: {assignment.note or 'SLA missed; lead reassigned'}."
+    """The line added to the old task's body (its reassignment time keeps it the same on every retry)."""
+    return f"Deferred by lead hub on {assignment.closed_at:%Y-%m-%d %H:%M} UTC: {assignment.note}."
 
 
 def _escalate(session, assignment: Assignment, contact: Contact, policy) -> Notice:
