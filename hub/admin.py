@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from hub import defaults
 from hub.crypto import sha256_hex
 from hub.db import transaction
 from hub.exceptions import HubError
@@ -80,6 +81,19 @@ def connect(runtime, workspace_id: str, kind: str, account_id: str | None, crede
         source_key = row.source_key
     path = "/webhooks/hubspot" if kind == "hubspot" else f"/webhooks/salesforce/{source_key}"
     return {"connection_id": row.id, "webhook_url": _base_url(runtime) + path}
+
+
+def ensure_hub_fields(runtime, workspace_id: str, kind: str) -> list[str]:
+    """Right after connecting: create (HubSpot) or check (Salesforce) the score fields, in one quick attempt.
+
+    Returns the fields still missing; raises HubError when the CRM cannot be asked (the caller warns).
+    """
+    from hub.connectors import registry
+
+    connector = registry.connector_for(runtime, workspace_id, kind)
+    connector.max_attempts = 1
+    connector.timeout = defaults.CONNECT_CHECK_TIMEOUT_SECONDS
+    return connector.ensure_hub_fields()
 
 
 def load_credentials(runtime, workspace_id: str, kind: str) -> tuple[Connection, dict]:

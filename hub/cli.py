@@ -122,6 +122,7 @@ def connect_hubspot(workspace_id, access_token, expires_in, refresh_token, clien
                            {"app_id": app_id} if app_id else {}), as_json)
     except admin.AdminError as exc:
         _fail(exc)
+    _check_hub_fields(workspace_id, "hubspot", as_json)
 
 
 @connect.command("salesforce")
@@ -147,6 +148,28 @@ def connect_salesforce(workspace_id, instance_url, access_token, refresh_token, 
                            {k: v for k, v in settings.items() if v}), as_json)
     except admin.AdminError as exc:
         _fail(exc)
+    _check_hub_fields(workspace_id, "salesforce", as_json)
+
+
+def _check_hub_fields(workspace_id: str, kind: str, as_json: bool) -> None:
+    """Best effort after `hub connect` (the connection is stored already): the score fields, as preflight does.
+
+    The report goes to stdout (stderr with --json, which keeps stdout one JSON object); a CRM that
+    cannot be reached only earns a warning line.
+    """
+    from hub.exceptions import HubError
+    from hub.rules.cli import report_hub_fields
+
+    try:
+        missing = admin.ensure_hub_fields(current_runtime(), workspace_id, kind)
+    except HubError as exc:
+        click.echo(f"warning: {kind} score fields not checked ({type(exc).__name__}: {exc}); "
+                   f"run `hub rules preflight --workspace {workspace_id}`", err=True)
+        return
+    report_hub_fields(kind, missing, err=as_json)
+    if missing:
+        click.echo(f"  add them in Salesforce (Setup > Object Manager > Fields & Relationships), then run "
+                   f"`hub rules preflight --workspace {workspace_id}`", err=as_json)
 
 
 # --- processes ---------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ EVENT_RETRY_BACKOFF_SECONDS = (2, 10, 60, 300)
 IDENTITY_RESOLVE_ATTEMPTS = 3           # re-resolutions after a unique-key race (two workers, one person)
 
 HTTP_TIMEOUT_SECONDS = 10               # every external call
+CONNECT_CHECK_TIMEOUT_SECONDS = 5       # `hub connect`'s one-attempt check of the CRM's score fields
 RETRY_MAX_ATTEMPTS = 4                  # bounded retries on 429/423/5xx
 RETRY_MAX_WAIT_SECONDS = 30
 
@@ -66,6 +67,7 @@ RULES_REASONS_MAX_CHARS = 250           # CRM text field limit for the reasons l
 RULES_EFFECT_DELAY_SECONDS = 0.5        # effects wait this long after the sync push's coalescing window
 RULES_DECAY_INTERVAL_SECONDS = 3600     # the periodic decay pass runs this often per workspace
 RULES_SLA_INTERVAL_SECONDS = 300        # the SLA pass runs this often per workspace
+RULES_SLA_DEFER_RETRY_HOURS = 72        # a reassigned lead's old task not yet Deferred is retried this long
 
 # Two-way CRM sync (hub/sync/push.py, engine.py, echo.py, backfill.py, polling.py)
 SYNC_PUSH_COALESCE_SECONDS = 0.5        # a contact's edits within this window become one write

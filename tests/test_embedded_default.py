@@ -15,7 +15,7 @@ import psutil
 import pytest
 import requests
 
-from tests.conftest import HUBSPOT_APP_ID, HUBSPOT_APP_SECRET, HUBSPOT_PORTAL_ID, fixture_bytes
+from tests.conftest import CLOSED_PORT_URL, HUBSPOT_APP_ID, HUBSPOT_APP_SECRET, HUBSPOT_PORTAL_ID, fixture_bytes
 from tests.services import free_port
 from hub.sandbox.signing import hubspot_v3_headers
 
@@ -31,7 +31,9 @@ def embedded_env(instance_dir, port: int) -> dict:
     """The caller's environment without any hub service setting: the embedded default."""
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("HUB_", "HUBSPOT_", "SALESFORCE_", "PROMETHEUS_"))}
-    env.update(HUB_INSTANCE_DIR=str(instance_dir), HUB_PORT=str(port))
+    # CRM calls (`hub connect` checks the score fields) stay on the machine: they hit a closed port
+    env.update(HUB_INSTANCE_DIR=str(instance_dir), HUB_PORT=str(port),
+               HUBSPOT_API_BASE=CLOSED_PORT_URL, SALESFORCE_LOGIN_URL=CLOSED_PORT_URL)
     return env
 
 

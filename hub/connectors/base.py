@@ -85,6 +85,16 @@ class TaskSpec:
     priority: str = "HIGH"                # HubSpot HIGH|MEDIUM|LOW; Salesforce gets High|Normal|Low
 
 
+@dataclass
+class TaskState:
+    """A follow-up task as the CRM holds it now (read back by the SLA pass)."""
+
+    id: str
+    status: str | None                    # HubSpot hs_task_status | Salesforce Task.Status
+    done: bool                            # HubSpot COMPLETED | Salesforce IsClosed
+    body: str | None = None               # HubSpot hs_task_body | Salesforce Task.Description
+
+
 class TokenProvider(Protocol):
     """Where a connector gets its access token (hub.sync.tokens)."""
 
@@ -145,6 +155,7 @@ class CrmConnector:
         self.recorder = recorder
         self.sleep = sleep
         self.timeout = timeout
+        self.max_attempts = defaults.RETRY_MAX_ATTEMPTS    # per call; a quick check (hub connect) lowers it
 
     # --- the interface --------------------------------------------------------------------------
 
@@ -173,6 +184,14 @@ class CrmConnector:
     def create_task(self, task: TaskSpec) -> str:
         raise NotImplementedError
 
+    def read_tasks(self, ids: list[str]) -> dict[str, TaskState]:
+        """Task id -> its current state, batched; ids that no longer exist are absent."""
+        raise NotImplementedError
+
+    def defer_tasks(self, bodies: dict[str, str]) -> list[WriteResult]:
+        """Set each task (id -> its new body text) to the CRM's Deferred status, batched."""
+        raise NotImplementedError
+
     # --- one outbound call ------------------------------------------------------------------------
 
     def _call(self, operation: str, object_ids: list[str], send: Callable[[str, CallInfo], T],
@@ -182,7 +201,7 @@ class CrmConnector:
         `send` performs exactly one HTTP call, fills `info` and raises hub.exceptions errors.
         `retry=False` for calls that are not safe to repeat blindly (the caller re-checks first).
         """
-        attempts = defaults.RETRY_MAX_ATTEMPTS if retry else 1
+        attempts = self.max_attempts if retry else 1
         retrying = Retrying(stop=stop_after_attempt(attempts), wait=_wait_retry_after,
                             retry=retry_if_exception(retry_now), sleep=self.sleep,
                             reraise=True)

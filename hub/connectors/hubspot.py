@@ -32,13 +32,27 @@ from hubspot.crm.contacts import (
 )
 from hubspot.crm.objects.tasks import ApiException as TasksApiException
 from hubspot.crm.objects.tasks import AssociationSpec, PublicAssociationsForObject, PublicObjectId
+from hubspot.crm.objects.tasks import BatchInputSimplePublicObjectBatchInput as TaskBatchUpdate
+from hubspot.crm.objects.tasks import BatchReadInputSimplePublicObjectId as TaskBatchRead
+from hubspot.crm.objects.tasks import SimplePublicObjectBatchInput as TaskUpdate
+from hubspot.crm.objects.tasks import SimplePublicObjectId as TaskId
 from hubspot.crm.objects.tasks import SimplePublicObjectInputForCreate as TaskInput
 from hubspot.crm.properties import ApiException as PropertiesApiException
 from hubspot.crm.properties import PropertyCreate, PropertyGroupCreate
 from marshmallow import INCLUDE, Schema, fields
 
 from hub import defaults
-from hub.connectors.base import CallInfo, ChangePage, CrmConnector, CrmRecord, Limiter, TaskSpec, WriteResult, chunks
+from hub.connectors.base import (
+    CallInfo,
+    ChangePage,
+    CrmConnector,
+    CrmRecord,
+    Limiter,
+    TaskSpec,
+    TaskState,
+    WriteResult,
+    chunks,
+)
 from hub.exceptions import FatalError, RetriableError, TokenExpiredError
 
 logger = logging.getLogger(__name__)
@@ -64,6 +78,10 @@ HUB_PROPERTIES = (
 )
 TASK_TO_CONTACT_ASSOCIATION = 204       # HubSpot-defined association type: task -> contact
 TASK_PRIORITIES = {"HIGH", "MEDIUM", "LOW"}
+# hs_task_status options: NOT_STARTED, IN_PROGRESS, WAITING, COMPLETED, DEFERRED
+TASK_DONE = "COMPLETED"
+TASK_DEFERRED = "DEFERRED"
+TASK_READ_PROPERTIES = ("hs_task_status", "hs_task_body")
 
 
 class HubSpotCredentials(Schema):
@@ -366,6 +384,43 @@ class HubSpotConnector(CrmConnector):
         created = self._call("tasks.create", [str(task.record_id)], send)
         return created.id
 
+    def read_tasks(self, ids: list[str]) -> dict[str, TaskState]:
+        """Tasks by id through the batch read (≤100 per call); a deleted task is simply absent."""
+        found: dict[str, TaskState] = {}
+        for batch in chunks([str(i) for i in dict.fromkeys(ids)], self.batch_size):
+            body = TaskBatchRead(inputs=[TaskId(id=i) for i in batch], properties=list(TASK_READ_PROPERTIES),
+                                 properties_with_history=[])
+
+            def send(token: str, info: CallInfo, body=body):
+                # 207: ids that do not exist come back as OBJECT_NOT_FOUND errors
+                return self._sdk_call(info, self._client(token).tasks_batch.read_with_http_info, body)
+
+            response = self._call("tasks.batch_read", batch, send)
+            for row in response.results or []:
+                properties = row.properties or {}
+                status = properties.get("hs_task_status")
+                found[str(row.id)] = TaskState(id=str(row.id), status=status, done=status == TASK_DONE,
+                                               body=properties.get("hs_task_body"))
+        return found
+
+    def defer_tasks(self, bodies: dict[str, str]) -> list[WriteResult]:
+        """hs_task_status DEFERRED (and the new body) through the batch update, ≤100 per call."""
+        results: list[WriteResult] = []
+        for batch in chunks(list(bodies.items()), self.batch_size):
+            body = TaskBatchUpdate(inputs=[
+                TaskUpdate(id=str(task_id), properties={"hs_task_status": TASK_DEFERRED, "hs_task_body": text})
+                for task_id, text in batch])
+
+            def send(token: str, info: CallInfo, body=body):
+                response = self._sdk_call(info, self._client(token).tasks_batch.update_with_http_info, body)
+                if getattr(response, "errors", None):
+                    info.status = "partial"
+                return response
+
+            response = self._call("tasks.batch_update", [str(task_id) for task_id, _ in batch], send)
+            results.extend(_task_results([str(task_id) for task_id, _ in batch], response))
+        return results
+
 
 class _CachedApis:
     """The SDK APIs this connector uses, built once per client."""
@@ -377,6 +432,7 @@ class _CachedApis:
         self.properties_core = client.crm.properties.core_api
         self.properties_groups = client.crm.properties.groups_api
         self.tasks_basic = client.crm.objects.tasks.basic_api
+        self.tasks_batch = client.crm.objects.tasks.batch_api
 
 
 # --- error classification (the client boundary) ----------------------------------------------------
@@ -480,6 +536,20 @@ def _ms(value: datetime) -> int:
 def _context_ids(error) -> list[str]:
     context = getattr(error, "context", None) or {}
     return [str(i) for i in context.get("ids", [])]
+
+
+def _task_results(ids: list[str], response) -> list[WriteResult]:
+    """One WriteResult per task id sent, in order: updated, or the error HubSpot named it in."""
+    updated = {str(row.id) for row in response.results or []}
+    errors: dict[str, WriteResult] = {}
+    for error in getattr(response, "errors", None) or []:
+        for task_id in _context_ids(error):
+            errors[task_id] = WriteResult(key=task_id, id=task_id, ok=False, error_code=error.category,
+                                          error_message=error.message, object_type="task")
+    return [WriteResult(key=i, id=i, ok=True, object_type="task") if i in updated else
+            errors.get(i) or WriteResult(key=i, id=i, ok=False, error_code="NO_RESULT",
+                                         error_message="HubSpot returned no result for this task", object_type="task")
+            for i in ids]
 
 
 def _match_id(row, inputs: dict[str, dict]) -> str:

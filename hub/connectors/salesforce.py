@@ -41,6 +41,7 @@ from hub.connectors.base import (
     CrmConnector,
     CrmRecord,
     TaskSpec,
+    TaskState,
     WriteResult,
     chunks,
     retry_delay,
@@ -64,6 +65,10 @@ READ_ONLY = frozenset({"Id", "LastModifiedDate", "LastModifiedById", "SystemMods
                        "ConvertedContactId", "AccountId", "Account.Name"})
 REQUIRED_PLACEHOLDERS = {"Lead": ("LastName", "Company"), "Contact": ("LastName",)}
 TASK_PRIORITY = {"HIGH": "High", "MEDIUM": "Normal", "LOW": "Low"}
+# Task.Status standard picklist: Not Started, In Progress, Completed, Waiting on someone else, Deferred;
+# whether a status means done is the org's TaskStatus.IsClosed, read as Task.IsClosed.
+TASK_DEFERRED = "Deferred"
+TASK_READ_FIELDS = ("Id", "Status", "IsClosed", "Description")
 EPOCH = "1970-01-01T00:00:00.000+0000"
 
 
@@ -480,6 +485,26 @@ class SalesforceConnector(CrmConnector):
             error = (created.get("errors") or [{}])[0]
             raise FatalError(str(error.get("message")), code=error.get("statusCode"))
         return created["id"]
+
+    def read_tasks(self, ids: list[str]) -> dict[str, TaskState]:
+        """Tasks by Id: one SOQL query per ≤200 ids (IsClosed says done, as the org's TaskStatus defines it)."""
+        found: dict[str, TaskState] = {}
+        for batch in chunks(list(dict.fromkeys(ids)), self.lookup_batch):
+            soql = f"SELECT {', '.join(TASK_READ_FIELDS)} FROM Task WHERE Id IN ({soql_in(batch)})"
+            for page in self._query_pages(soql):
+                for row in page["records"]:
+                    found[row["Id"]] = TaskState(id=row["Id"], status=row.get("Status"), done=bool(row.get("IsClosed")),
+                                                 body=row.get("Description"))
+        return found
+
+    def defer_tasks(self, bodies: dict[str, str]) -> list[WriteResult]:
+        """Status Deferred (and the new Description) through sObject Collections, ≤200 per call."""
+        updates = [(task_id, "Task", task_id, {"Status": TASK_DEFERRED, "Description": text})
+                   for task_id, text in bodies.items()]
+        results: list[WriteResult] = []
+        for batch in chunks(updates, self.batch_size):
+            results.extend(self._collection_call("PATCH", batch))
+        return results
 
 
 # --- error classification (the client boundary) ----------------------------------------------------

@@ -212,11 +212,16 @@ def rules_preflight(workspace_id):
         except HubError as exc:
             raise click.ClickException(f"{kind}: {exc}") from None
         missing_any |= bool(missing)
-        click.echo(f"{kind}: {'ok' if not missing else 'missing ' + ', '.join(missing)}")
-        for name in missing:
-            click.echo(f"  add {FIELD_SPECS.get(name.rsplit('.', 1)[-1], name)} on {name.rsplit('.', 1)[0]}")
+        report_hub_fields(kind, missing)
     if missing_any:
         raise click.ClickException("score fields missing: add them (Setup > Object Manager > Fields & Relationships)")
+
+
+def report_hub_fields(kind: str, missing: list[str], err: bool = False) -> None:
+    """`kind: ok`, or `kind: missing ...` and one `  add <field spec> on <Object>` line per missing field."""
+    click.echo(f"{kind}: {'ok' if not missing else 'missing ' + ', '.join(missing)}", err=err)
+    for name in missing:
+        click.echo(f"  add {FIELD_SPECS.get(name.rsplit('.', 1)[-1], name)} on {name.rsplit('.', 1)[0]}", err=err)
 
 
 FIELD_SPECS = {

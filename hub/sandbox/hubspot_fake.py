@@ -9,11 +9,13 @@ Endpoints (exactly the ones hub/connectors/hubspot.py and hub/sync/tokens.py use
   GET  /crm/v3/properties/contacts                  property definitions
   POST /crm/v3/properties/contacts(/groups)         create property / group (409 when it exists)
   POST /crm/v3/objects/tasks                        task with an association to a contact
+  POST /crm/v3/objects/tasks/batch/read             tasks by id, ≤100; 207 + OBJECT_NOT_FOUND for missing ids
+  POST /crm/v3/objects/tasks/batch/update           properties by id, ≤100; hs_task_status from its options
 
 Test controls: `faults` (seeded fraction of 429/5xx with Retry-After, or exact `fail_next`), token
 expiry (`expire_token_after(calls=N)` or at a fake-clock time), `requests` (every request captured),
 `limiter` (110 req/10 s per portal: 429 when exceeded, `limiter.refused` counts them), `ui_edit`
-(a person's change in HubSpot), and webhooks: every change queues contact.creation /
+(a person's change in HubSpot), `ui_edit_task` (a rep completes a task), and webhooks: every change queues contact.creation /
 contact.propertyChange events (changeSource INTEGRATION + sourceId = app id when written with a
 token this fake issued to the hub's app) that `take_webhook_batches()` returns in batches of ≤100
 and `signed_delivery()` signs with v3.
@@ -45,6 +47,7 @@ LIFECYCLE_STAGES = ["subscriber", "lead", "marketingqualifiedlead", "salesqualif
 LEAD_STATUSES = ["NEW", "OPEN", "IN_PROGRESS", "OPEN_DEAL", "UNQUALIFIED", "ATTEMPTED_TO_CONTACT", "CONNECTED",
                  "BAD_TIMING"]
 EMPLOYEE_RANGES = ["1-5", "5-25", "25-50", "50-100", "100-500", "500-1000", "1000+"]
+TASK_STATUSES = ("NOT_STARTED", "IN_PROGRESS", "WAITING", "COMPLETED", "DEFERRED")   # hs_task_status options
 WEBHOOK_SUBSCRIPTIONS = {"contact.creation": 2107362, "contact.propertyChange": 2107370}
 
 
@@ -130,6 +133,8 @@ class HubSpotFake:
             Rule("/crm/v3/properties/contacts", methods=["POST"], endpoint="create_property"),
             Rule("/crm/v3/properties/contacts/groups", methods=["POST"], endpoint="create_group"),
             Rule("/crm/v3/objects/tasks", methods=["POST"], endpoint="create_task"),
+            Rule("/crm/v3/objects/tasks/batch/read", methods=["POST"], endpoint="batch_read_tasks"),
+            Rule("/crm/v3/objects/tasks/batch/update", methods=["POST"], endpoint="batch_update_tasks"),
         ])
 
     # --- test controls -------------------------------------------------------------------------
@@ -146,6 +151,14 @@ class HubSpotFake:
         """A person edits a contact in HubSpot (changeSource CRM_UI); creates it if new."""
         with self.lock:
             return self._write(email.lower(), properties, "CRM_UI", f"userId:{user_id}")
+
+    def ui_edit_task(self, task_id: str, properties: dict) -> dict:
+        """A rep changes a task in HubSpot (e.g. hs_task_status COMPLETED)."""
+        with self.lock:
+            task = self.tasks[str(task_id)]
+            task["properties"].update(properties)
+            task["updatedAt"] = iso_ms(self.clock.now_ms())
+            return task
 
     def contact_by_email(self, email: str) -> dict | None:
         contact_id = self.by_email.get(email.lower())
@@ -366,6 +379,8 @@ class HubSpotFake:
         properties = payload.get("properties") or {}
         if not properties.get("hs_timestamp"):
             return self._error(400, "VALIDATION_ERROR", "hs_timestamp is required")
+        if _task_status_problem(properties):
+            return self._error(400, "VALIDATION_ERROR", _task_status_problem(properties))
         for association in payload.get("associations") or []:
             if str(association.get("to", {}).get("id")) not in self.contacts:
                 return self._error(400, "VALIDATION_ERROR", "association target does not exist")
@@ -375,6 +390,54 @@ class HubSpotFake:
                 "updatedAt": now, "archived": False, "associations": payload.get("associations") or []}
         self.tasks[task_id] = task
         return _json({k: v for k, v in task.items() if k != "associations"}, 201)
+
+    def batch_read_tasks(self, request, payload) -> Response:
+        inputs = payload.get("inputs") or []
+        if len(inputs) > 100:
+            return self._error(400, "VALIDATION_ERROR", "Batch input limit is 100")
+        wanted = ["hs_createdate", "hs_lastmodifieddate", "hs_object_id", *(payload.get("properties") or [])]
+        results, missing = [], []
+        for item in inputs:
+            task = self.tasks.get(str(item.get("id", "")))
+            if task is None:
+                missing.append(str(item.get("id", "")))
+                continue
+            results.append(self._public_task(task, wanted))
+        return self._task_batch_answer(results, missing)
+
+    def batch_update_tasks(self, request, payload) -> Response:
+        inputs = payload.get("inputs")
+        if not isinstance(inputs, list) or not inputs or len(inputs) > 100:
+            return self._error(400, "VALIDATION_ERROR", "inputs must hold 1..100 items")
+        for item in inputs:
+            problem = _task_status_problem(item.get("properties") or {})
+            if problem:
+                return self._error(400, "VALIDATION_ERROR", problem)
+        results, missing = [], []
+        for item in inputs:
+            task = self.tasks.get(str(item.get("id", "")))
+            if task is None:
+                missing.append(str(item.get("id", "")))
+                continue
+            task["properties"].update(item.get("properties") or {})
+            task["updatedAt"] = iso_ms(self.clock.now_ms())
+            results.append(self._public_task(task, ["hs_createdate", "hs_lastmodifieddate", "hs_object_id",
+                                                    *(item.get("properties") or {})]))
+        return self._task_batch_answer(results, missing)
+
+    def _public_task(self, task: dict, wanted: list[str]) -> dict:
+        values = {**task["properties"], "hs_createdate": task["createdAt"], "hs_lastmodifieddate": task["updatedAt"]}
+        return {"id": task["id"], "properties": {name: values.get(name) for name in wanted},
+                "createdAt": task["createdAt"], "updatedAt": task["updatedAt"], "archived": False}
+
+    def _task_batch_answer(self, results: list[dict], missing: list[str]) -> Response:
+        now = iso_ms(self.clock.now_ms())
+        body = {"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}
+        if missing:
+            error = self._item_error("OBJECT_NOT_FOUND", "Could not get some TASK objects, they may be deleted or "
+                                     "not exist.", *missing)
+            return _json({**body, "numErrors": 1, "errors": [error]}, 207)
+        return _json(body, 200)
 
     # --- record keeping --------------------------------------------------------------------------
 
@@ -520,6 +583,13 @@ def _list_param(request: Request, name: str) -> list[str]:
     for raw in request.args.getlist(name):
         values.extend(v for v in raw.split(",") if v)
     return values
+
+
+def _task_status_problem(properties: dict) -> str | None:
+    status = properties.get("hs_task_status")
+    if status is not None and status not in TASK_STATUSES:
+        return f"{status} was not one of the allowed options: [{', '.join(TASK_STATUSES)}]"
+    return None
 
 
 def _is_number(value) -> bool:

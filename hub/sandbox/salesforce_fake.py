@@ -8,6 +8,8 @@ Endpoints (exactly the ones hub/connectors/salesforce.py and hub/sync/tokens.py 
   GET   /services/data/v60.0/query/<locator>            the next page
   GET   /services/data/v60.0/sobjects/<Object>/describe field lengths and picklists
   POST  /services/data/v60.0/sobjects/Task              a Task with WhoId
+  (Tasks are read by SOQL, IsClosed derived from Status as the default TaskStatus values define it,
+  and updated through the sObject Collections PATCH above)
 Every API answer carries `Sforce-Limit-Info: api-usage=N/M`; once N reaches M the org answers
 403 REQUEST_LIMIT_EXCEEDED. Datetimes use `+0000`.
 
@@ -58,6 +60,9 @@ def _field(name, type_="string", length=0, nillable=True, createable=True, updat
     return field
 
 
+# Task.Status standard picklist; of these only Completed is a closed TaskStatus (TaskStatus.IsClosed)
+TASK_STATUSES = ["Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred"]
+CLOSED_TASK_STATUSES = frozenset({"Completed"})
 LEAD_STATUSES = ["Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"]
 _PERSON = [
     _field("Id", "id", 18, False, False, False), _field("FirstName", length=40), _field("LastName", length=80, nillable=False),
@@ -87,7 +92,8 @@ DESCRIBE_FIELDS = {
     "Task": [
         _field("Id", "id", 18, False, False, False), _field("WhoId", "reference", 18, reference_to=["Contact", "Lead"]),
         _field("Subject", "combobox", 255), _field("Description", "textarea", 32000), _field("ActivityDate", "date"),
-        _field("Status", "picklist", 255, False, picklist=["Not Started", "In Progress", "Completed"]),
+        _field("Status", "picklist", 255, False, picklist=TASK_STATUSES),
+        _field("IsClosed", "boolean", 0, False, False, False),
         _field("Priority", "picklist", 255, False, picklist=["High", "Normal", "Low"]),
         _field("OwnerId", "reference", 18, False, reference_to=["User"]),
     ],
@@ -432,6 +438,7 @@ class SalesforceFake:
             record.setdefault("IsConverted", False)
             record["IsConverted"] = bool(record.get("IsConverted"))
             record["Status"] = record.get("Status") or LEAD_STATUSES[0]
+        _derive(object_type, record)
         self._stamp(record, user_id)
         self.records[object_type][record_id] = record
         if object_type in self.outbound:
@@ -441,6 +448,7 @@ class SalesforceFake:
     def _update(self, object_type: str, record_id: str, fields: dict, user_id: str, system: bool = False) -> dict:
         record = self.records[object_type][record_id]
         record.update(fields)
+        _derive(object_type, record)
         self._stamp(record, user_id)
         if object_type in self.outbound:
             self.outbound[object_type].append(record_id)
@@ -488,6 +496,13 @@ class SalesforceFake:
             f"   <PartnerUrl>{escape(instance)}/services/Soap/u/60.0/{ORG_ID[:15]}</PartnerUrl>\n"
             + "\n".join(notifications) + "\n  </notifications>\n </soapenv:Body>\n</soapenv:Envelope>\n"
         ).encode()
+
+
+def _derive(object_type: str, record: dict) -> None:
+    """Fields Salesforce computes: a Task's IsClosed follows its Status."""
+    if object_type == "Task":
+        record["Status"] = record.get("Status") or TASK_STATUSES[0]
+        record["IsClosed"] = record["Status"] in CLOSED_TASK_STATUSES
 
 
 def _sort_value(value):

@@ -9,7 +9,8 @@ used (they are proprietary); the SDK's models are generated from them.
 Salesforce: sObject Collections bodies as in the REST API guide
 (`{"allOrNone": false, "records": [{"attributes": {"type": "Lead"}, ...}]}`, ≤200 records, `id`
 only on updates), SOQL that parses, describe and Task paths, OAuth refresh form fields, and the
-Authorization / Sforce-Call-Options headers on every API call.
+Authorization / Sforce-Call-Options headers on every API call. Tasks: created with sobjects/Task,
+read by SOQL, updated (Status, Description) through collections; HubSpot tasks batch read/update by id.
 
 `hubspot_violations(requests)` / `salesforce_violations(requests)` return a list of strings
 (empty = valid); tests assert it is empty.
@@ -27,6 +28,7 @@ import hubspot.crm.properties as properties_sdk
 
 from hub.sandbox import soql
 from hub.sandbox.common import CapturedRequest
+from hub.sandbox.hubspot_fake import TASK_STATUSES as HUBSPOT_TASK_STATUSES
 
 HUBSPOT_BATCH_LIMIT = 100
 HUBSPOT_SEARCH_LIMIT = 200
@@ -130,6 +132,30 @@ def _check_search(request: CapturedRequest) -> list[str]:
     return problems
 
 
+def _check_task_batch_read(request: CapturedRequest) -> list[str]:
+    body = request.json()
+    problems = _sdk_check(tasks_sdk, "BatchReadInputSimplePublicObjectId", body)
+    inputs = (body or {}).get("inputs") or []
+    if not 1 <= len(inputs) <= HUBSPOT_BATCH_LIMIT:
+        problems.append(f"task batch read has {len(inputs)} inputs (1..{HUBSPOT_BATCH_LIMIT})")
+    if (body or {}).get("idProperty") is not None:
+        problems.append("task batch read by idProperty (tasks are read by id)")
+    return problems
+
+
+def _check_task_batch_update(request: CapturedRequest) -> list[str]:
+    body = request.json()
+    problems = _sdk_check(tasks_sdk, "BatchInputSimplePublicObjectBatchInput", body)
+    inputs = (body or {}).get("inputs") or []
+    if not 1 <= len(inputs) <= HUBSPOT_BATCH_LIMIT:
+        problems.append(f"task batch update has {len(inputs)} inputs (1..{HUBSPOT_BATCH_LIMIT})")
+    for index, item in enumerate(inputs):
+        status = (item.get("properties") or {}).get("hs_task_status")
+        if status is not None and status not in HUBSPOT_TASK_STATUSES:
+            problems.append(f"inputs[{index}].properties.hs_task_status {status!r} is not an hs_task_status option")
+    return problems
+
+
 def _check_list(request: CapturedRequest) -> list[str]:
     limit = int((request.query.get("limit") or ["10"])[0])
     cap = 50 if request.query.get("propertiesWithHistory") else 100
@@ -167,6 +193,8 @@ HUBSPOT_ENDPOINTS = (
     ("POST", r"/crm/v3/properties/contacts", _check_model(properties_sdk, "PropertyCreate")),
     ("POST", r"/crm/v3/properties/contacts/groups", _check_model(properties_sdk, "PropertyGroupCreate")),
     ("POST", r"/crm/v3/objects/tasks", _check_model(tasks_sdk, "SimplePublicObjectInputForCreate")),
+    ("POST", r"/crm/v3/objects/tasks/batch/read", _check_task_batch_read),
+    ("POST", r"/crm/v3/objects/tasks/batch/update", _check_task_batch_update),
     ("POST", r"/oauth/v1/token", _check_hubspot_token),
 )
 
@@ -204,8 +232,10 @@ SALESFORCE_WRITABLE = {
              "Hub_Score__c", "Hub_Grade__c", "Hub_Score_Reasons__c"},
     "Contact": {"FirstName", "LastName", "Email", "Phone", "MobilePhone", "Title", "MailingCountry", "MailingState",
                 "MailingCity", "OwnerId", "AccountId", "Hub_Score__c", "Hub_Grade__c", "Hub_Score_Reasons__c"},
+    "Task": {"Status", "Description"},      # updates only (the SLA defers a reassigned lead's task)
 }
 TASK_FIELDS = {"WhoId", "Subject", "Description", "ActivityDate", "Status", "Priority", "OwnerId"}
+TASK_READ_FIELDS = {"Id", "Status", "IsClosed", "Description"} | TASK_FIELDS
 
 
 def collection_violations(body, method: str) -> list[str]:
@@ -229,6 +259,8 @@ def collection_violations(body, method: str) -> list[str]:
             problems.append(f"records[{index}] has no valid id for an update")
         if method == "POST" and "id" in record:
             problems.append(f"records[{index}] carries an id in a create")
+        if method == "POST" and object_type == "Task":
+            problems.append(f"records[{index}]: Tasks are created with sobjects/Task, not collections")
         for name, value in record.items():
             if name in ("attributes", "id"):
                 continue
@@ -255,8 +287,10 @@ def _check_query(request: CapturedRequest) -> list[str]:
     problems = []
     if re.search(r"\d{4}-\d\d-\d\dT[\d:.]+\+0000", text):
         problems.append("SOQL datetime literal uses +0000 (literals need Z or +hh:mm)")
-    if parsed.object_type not in ("Lead", "Contact"):
+    if parsed.object_type not in ("Lead", "Contact", "Task"):
         problems.append(f"query on {parsed.object_type}")
+    if parsed.object_type == "Task" and not set(parsed.fields) <= TASK_READ_FIELDS:
+        problems.append(f"Task query reads {sorted(set(parsed.fields) - TASK_READ_FIELDS)}")
     return problems
 
 
