@@ -179,10 +179,12 @@ def worker_command(burst):
     from hub import logs
     from hub.sync.worker import make_worker
 
+    from hub.db import dispose_all
     from hub.sync.polling import arm_all
 
     logs.configure()
     arm_all(current_runtime())          # Salesforce polling of the orgs that opted in (never armed twice)
+    dispose_all()                       # no pooled connection may be inherited by the forked work horses
     make_worker(current_runtime()).work(burst=burst, with_scheduler=True)
 
 
