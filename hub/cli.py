@@ -135,18 +135,28 @@ def connect_hubspot(workspace_id, access_token, expires_in, refresh_token, clien
 @click.option("--org-id", default=None)
 @click.option("--login-url", default=None)
 @click.option("--integration-user-id", default=None)
+@click.option("--poll-interval", type=int, default=None,
+              help="also pull changes every SECONDS (orgs without Outbound Messages); 0 turns polling off")
 @json_option
 @with_appcontext
 def connect_salesforce(workspace_id, instance_url, access_token, refresh_token, client_id, client_secret,
-                       org_id, login_url, integration_user_id, as_json):
+                       org_id, login_url, integration_user_id, poll_interval, as_json):
+    from hub.sync import polling
+
     credentials = {"access_token": access_token, "refresh_token": refresh_token,
                    "client_id": client_id, "client_secret": client_secret}
-    settings = {"instance_url": instance_url.rstrip("/"), "login_url": (login_url or "").rstrip("/") or None,
-                "integration_user_id": integration_user_id}
+    settings = {k: v for k, v in {"instance_url": instance_url.rstrip("/"),
+                                  "login_url": (login_url or "").rstrip("/") or None,
+                                  "integration_user_id": integration_user_id}.items() if v}
     try:
-        emit(admin.connect(current_runtime(), workspace_id, "salesforce", org_id, credentials,
-                           {k: v for k, v in settings.items() if v}), as_json)
-    except admin.AdminError as exc:
+        if poll_interval is not None:
+            settings["poll_interval"] = polling.validate_interval(poll_interval) or None
+        answer = admin.connect(current_runtime(), workspace_id, "salesforce", org_id, credentials, settings)
+        if poll_interval:
+            answer["poll_interval"] = poll_interval
+            polling.arm_now(current_runtime(), workspace_id)
+        emit(answer, as_json)
+    except (ValueError, admin.AdminError) as exc:
         _fail(exc)
     _check_hub_fields(workspace_id, "salesforce", as_json)
 
@@ -193,7 +203,12 @@ def worker_command(burst):
     from hub import logs
     from hub.sync.worker import make_worker
 
+    from hub.db import dispose_all
+    from hub.sync.polling import arm_all
+
     logs.configure()
+    arm_all(current_runtime())          # Salesforce polling of the orgs that opted in (never armed twice)
+    dispose_all()                       # no pooled connection may be inherited by the forked work horses
     make_worker(current_runtime()).work(burst=burst, with_scheduler=True)
 
 
@@ -307,6 +322,54 @@ def mapping_set(workspace_id, field_name, direction, crm, as_json):
         emit(set_direction(current_runtime(), workspace_id, field_name, direction, crm), as_json)
     except (ValueError, admin.AdminError) as exc:
         _fail(exc)
+
+
+@main.group("sync")
+def sync_group():
+    """Workspace sync options: deletions, which contacts are created in the CRMs."""
+
+
+@sync_group.command("show")
+@click.option("--workspace", "workspace_id", required=True)
+@json_option
+@with_appcontext
+def sync_show(workspace_id, as_json):
+    from hub.sync.settings import show_sync
+
+    try:
+        emit(_printable(show_sync(current_runtime(), workspace_id), as_json), as_json)
+    except admin.AdminError as exc:
+        _fail(exc)
+
+
+@sync_group.command("set")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--deletions", type=click.Choice(("unlink", "propagate")), default=None,
+              help="a CRM deletion unlinks the record (default) or deletes the linked record in the other CRM")
+@click.option("--create-segment", default=None,
+              help="create records in the CRMs only for contacts in this segment ('' = every contact with an email)")
+@click.option("--create/--no-create", "create", default=None, help="create records in the CRMs at all")
+@json_option
+@with_appcontext
+def sync_set(workspace_id, deletions, create_segment, create, as_json):
+    from hub.sync.settings import set_sync
+
+    changes = {name: value for name, value in (("deletions", deletions), ("create_segment", create_segment),
+                                               ("create", create)) if value is not None}
+    if not changes:
+        raise click.UsageError("give --deletions, --create-segment or --create/--no-create")
+    try:
+        emit(_printable(set_sync(current_runtime(), workspace_id, **changes), as_json), as_json)
+    except (ValueError, admin.AdminError) as exc:
+        _fail(exc)
+
+
+def _printable(options: dict, as_json: bool) -> dict:
+    """JSON keeps the types; `name: value` lines print booleans as true/false and nothing as ''."""
+    if as_json:
+        return options
+    return {name: "" if value is None else (str(value).lower() if isinstance(value, bool) else value)
+            for name, value in options.items()}
 
 
 @main.command("backfill")

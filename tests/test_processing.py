@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import select
 
 from hub.db import transaction
-from hub.models import Contact, Erasure, Event, Identity
+from hub.models import Contact, Erasure, Event, Identity, SyncLog
 from hub.sync import identity as identity_mod
 from tests.conftest import run_pipeline
 from tests.processing_helpers import (
@@ -188,13 +188,17 @@ def test_merge_folds_three_contacts_and_later_events_for_any_id_reach_the_surviv
     assert after.id == merged.id and after.city == "Hamburg"
 
 
-def test_an_email_already_held_by_another_contact_merges_the_two(client, runtime, hubspot_connection, workspace):
+def test_an_email_held_by_another_crm_contact_is_a_logged_conflict_not_a_merge(client, runtime, hubspot_connection,
+                                                                                workspace):
     profile(client, runtime, JANE)
     deliver_and_run(client, runtime, [property_change(JOHN, "firstname", "J.", 1764093800000, 81),
                                       property_change(JOHN, "email", "JANE.DOE@example.com", 1764093990000, 82)])
-    [one] = contacts(runtime, ws(workspace))
-    assert identities(runtime, one.id) == {("hubspot", str(JANE)), ("hubspot", str(JOHN))}
-    assert one.first_name == "Jane Mary"      # Jane's firstname (1764093870000) is newer than John's
+    jane, john = contact_of(runtime, ws(workspace), "hubspot", JANE), contact_of(runtime, ws(workspace), "hubspot", JOHN)
+    assert jane.id != john.id                 # two HubSpot records: two people until HubSpot merges them
+    assert (jane.email, john.email, john.first_name) == ("jane.doe@example.com", None, "J.")
+    with transaction(runtime.engine) as session:
+        [decision] = session.scalars(select(SyncLog).where(SyncLog.status == "decision")).all()
+    assert decision.operation == "email.conflict" and decision.object_ids == [str(JOHN), john.id, jane.id]
 
 
 # --- deletions ------------------------------------------------------------------------------------

@@ -357,7 +357,7 @@ def test_polling_job_re_arms_itself(runtime, workspace):
     fake = SalesforceFake()
     with serve(fake) as server:
         point_runtime_at(runtime, salesforce_login_url=server.url)
-        connect_salesforce_fake(runtime, ws, fake)
+        connect_salesforce_fake(runtime, ws, fake, poll_interval=30)
         with transaction(runtime.engine) as session:
             polling.arm(session, ws, delay_seconds=0)
             [row_id] = session.scalars(select(Outbox.id).where(Outbox.job == "sync_poll")).all() or [None]
@@ -394,6 +394,7 @@ def test_crm_deletion_is_a_logged_decision(runtime, workspace, policy, decision)
         [log] = session.scalars(select(SyncLog).where(SyncLog.status == "decision")).all()
         systems = set(session.scalars(select(Identity.system).where(Identity.contact_id == contact_id)))
     assert log.operation == f"deletion.{decision}" and log.object_ids[0] == "1246978"
-    assert systems == {"salesforce"}                       # the deleted id is unlinked, the contact stays
-    if decision == "propagate":
-        assert "salesforce:00Q5g00000Lq1aBEAR" in log.error
+    if decision == "propagate":                            # both unlinked; the Salesforce delete is queued
+        assert systems == set() and "salesforce:00Q5g00000Lq1aBEAR" in log.error
+    else:
+        assert systems == {"salesforce"}                   # the deleted id is unlinked, the contact stays

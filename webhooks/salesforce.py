@@ -230,4 +230,12 @@ def outbound_changes(payload: dict) -> list[ContactChange]:
     return record_changes(payload["object_type"], payload["record"])
 
 
-HANDLERS = {"Lead": outbound_changes, "Contact": outbound_changes}
+def deleted_changes(payload: dict) -> list[ContactChange]:
+    """A record polling found in the org's delete log (hub.sync.polling; Outbound Messages never fire
+    on delete): the identity is unlinked, or the deletion propagated (hub.sync.decisions)."""
+    return [ContactChange(system=SOURCE, external_id=id18(payload["id"]), object_type=payload["object_type"],
+                          action="delete", changed_at=from_iso(payload.get("deletedDate")))]
+
+
+DELETED_KIND = "deleted"
+HANDLERS = {"Lead": outbound_changes, "Contact": outbound_changes, DELETED_KIND: deleted_changes}

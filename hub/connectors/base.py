@@ -168,6 +168,14 @@ class CrmConnector:
     def batch_upsert(self, records: list[CrmRecord]) -> list[WriteResult]:
         raise NotImplementedError
 
+    def batch_update(self, records: list[CrmRecord]) -> list[WriteResult]:
+        """Update records named by id (results keyed by id); by default the upsert, where an id already decides."""
+        return self.batch_upsert(records)
+
+    def batch_delete(self, object_type: str, ids: list[str]) -> list[WriteResult]:
+        """Delete records by id in batches (results keyed by id); one that cannot be deleted fails alone."""
+        raise NotImplementedError
+
     def find_by_email(self, emails: list[str]) -> dict[str, CrmRecord]:
         raise NotImplementedError
 

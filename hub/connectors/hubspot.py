@@ -22,11 +22,14 @@ import urllib3
 from hubspot import HubSpot
 from hubspot.crm.contacts import ApiException as ContactsApiException
 from hubspot.crm.contacts import (
+    BatchInputSimplePublicObjectBatchInput,
     BatchInputSimplePublicObjectBatchInputUpsert,
+    BatchInputSimplePublicObjectId,
     BatchReadInputSimplePublicObjectId,
     Filter,
     FilterGroup,
     PublicObjectSearchRequest,
+    SimplePublicObjectBatchInput,
     SimplePublicObjectBatchInputUpsert,
     SimplePublicObjectId,
 )
@@ -215,6 +218,66 @@ class HubSpotConnector(CrmConnector):
                                                   error_message="HubSpot returned no result for this input",
                                                   object_type="contact")
                 for email in inputs]
+
+    def batch_update(self, records: list[CrmRecord]) -> list[WriteResult]:
+        """Update contacts by HubSpot id, ≤100 per call (an email change: an upsert by the new email
+        would create a second contact). Results are keyed by the record id; one bad record fails alone."""
+        inputs = {str(r.id): {k: to_hubspot_value(v) for k, v in r.properties.items()} for r in records if r.id}
+        results = [WriteResult(key="", id=None, ok=False, error_code="MISSING_ID",
+                               error_message="an update by id needs the record id", object_type="contact")
+                   for r in records if not r.id]
+        for batch in chunks(list(inputs.items()), self.batch_size):
+            results.extend(self._update_batch(dict(batch)))
+        return results
+
+    def _update_batch(self, inputs: dict[str, dict]) -> list[WriteResult]:
+        body = BatchInputSimplePublicObjectBatchInput(inputs=[
+            SimplePublicObjectBatchInput(id=record_id, properties=props) for record_id, props in inputs.items()])
+
+        def send(token: str, info: CallInfo):
+            api = self._client(token).contacts_batch
+            response = self._sdk_call(info, api.update_with_http_info, body)
+            if getattr(response, "errors", None):
+                info.status = "partial"
+            return response
+
+        try:
+            response = self._call("contacts.batch_update", list(inputs), send)
+        except TokenExpiredError:
+            raise
+        except FatalError as exc:
+            if len(inputs) > 1:      # the whole batch was refused (400): split it so the bad record fails alone
+                items = list(inputs.items())
+                middle = len(items) // 2
+                return self._update_batch(dict(items[:middle])) + self._update_batch(dict(items[middle:]))
+            record_id = next(iter(inputs))
+            return [WriteResult(key=record_id, id=record_id, ok=False, error_code=exc.code, error_message=str(exc),
+                                object_type="contact")]
+        found = {str(row.id): WriteResult(key=str(row.id), id=str(row.id), ok=True, object_type="contact")
+                 for row in response.results or []}
+        for error in getattr(response, "errors", None) or []:
+            for record_id in _context_ids(error):
+                found[record_id] = WriteResult(key=record_id, id=record_id, ok=False, error_code=error.category,
+                                               error_message=error.message, object_type="contact")
+        return [found.get(record_id) or WriteResult(key=record_id, id=record_id, ok=False, error_code="NO_RESULT",
+                                                    error_message="HubSpot returned no result for this input",
+                                                    object_type="contact")
+                for record_id in inputs]
+
+    def batch_delete(self, object_type: str, ids: list[str]) -> list[WriteResult]:
+        """Archive contacts by id, ≤100 per call. HubSpot answers 204 whatever each id's state (archived
+        already, never existed), so every id of an accepted call is reported deleted."""
+        results: list[WriteResult] = []
+        for batch in chunks([str(i) for i in dict.fromkeys(ids)], self.batch_size):
+            body = BatchInputSimplePublicObjectId(inputs=[SimplePublicObjectId(id=i) for i in batch])
+
+            def send(token: str, info: CallInfo, body=body):
+                api = self._client(token).contacts_batch
+                return self._sdk_call(info, api.archive_with_http_info, body)
+
+            self._call("contacts.batch_archive", batch, send)
+            results.extend(WriteResult(key=i, id=i, ok=True, object_type="contact") for i in batch)
+        return results
 
     # --- reads ----------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Salesforce CRM client (Lead and Contact) on simple-salesforce: upsert by email without duplicates,
-changes by SystemModstamp cursor, describe, follow-up tasks, and the org's API allowance.
+changes by SystemModstamp cursor, deleted records (Get Deleted), deletes (sObject Collections),
+describe, follow-up tasks, and the org's API allowance.
 
 Declarative part: API version, batch size, the person objects and the fields read are class
 attributes. A person is a Lead until converted, then a Contact: writes look people up by email
@@ -280,6 +281,23 @@ class SalesforceConnector(CrmConnector):
         return [save_result(key, obj, record_id, row)
                 for (key, obj, record_id, _fields), row in zip(batch, saved or [])]
 
+    def batch_delete(self, object_type: str, ids: list[str]) -> list[WriteResult]:
+        """Delete records by id through sObject Collections (≤200 per call, allOrNone=false): DeleteResults
+        come back in request order; one that cannot be deleted fails alone (ENTITY_IS_DELETED: gone already)."""
+        results: list[WriteResult] = []
+        for batch in chunks(list(dict.fromkeys(str(i) for i in ids)), self.batch_size):
+            def send(token: str, info: CallInfo, batch=batch):
+                deleted = self._rest(info, token, "composite/sobjects", method="DELETE",
+                                     params={"ids": ",".join(batch), "allOrNone": "false"})
+                if any(not row.get("success") for row in deleted or []):
+                    info.status = "partial"
+                return deleted
+
+            deleted = self._call("sobjects.delete", batch, send)
+            results.extend(save_result(record_id, object_type, record_id, row)
+                           for record_id, row in zip(batch, deleted or []))
+        return results
+
     def _retry_duplicates(self, results: list[WriteResult], by_email: dict[str, CrmRecord],
                           keys: dict[str, str]) -> list[WriteResult]:
         """A create refused as a duplicate (someone created the person meanwhile): update it instead."""
@@ -417,6 +435,19 @@ class SalesforceConnector(CrmConnector):
         if back_to == previous:
             return records, position, False
         return records, {"t": format_sf_datetime(back_to), "id": ""}, False
+
+    def read_deleted(self, object_type: str, start: datetime, end: datetime) -> tuple[list[tuple[str, datetime]], datetime]:
+        """sObject Get Deleted: (id, deletedDate) of the records deleted from `start` to `end` (Salesforce
+        reads both to the minute), and latestDateCovered, where the next call starts."""
+        params = {"start": _minute_param(start), "end": _minute_param(end)}
+
+        def send(token: str, info: CallInfo):
+            return self._rest(info, token, f"sobjects/{object_type}/deleted/", params=params)
+
+        answer = self._call("sobjects.deleted", [object_type], send) or {}
+        deleted = [(row["id"], parse_sf_datetime(row["deletedDate"])) for row in answer.get("deletedRecords") or []]
+        covered = answer.get("latestDateCovered")
+        return deleted, parse_sf_datetime(covered) if covered else start
 
     def iter_all(self, cursor: str | None = None) -> Iterator[ChangePage]:
         """Every Lead and Contact (backfill), ordered by (SystemModstamp, Id), following nextRecordsUrl.
@@ -601,6 +632,11 @@ def parse_sf_datetime(value: str) -> datetime:
 def format_sf_datetime(value: datetime) -> str:
     value = value.astimezone(timezone.utc)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+0000"
+
+
+def _minute_param(value: datetime) -> str:
+    """A Get Deleted `start`/`end` value: ISO 8601 with a +00:00 offset (Salesforce ignores the seconds)."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:00+00:00")
 
 
 def soql_datetime(value: str) -> str:

@@ -85,6 +85,7 @@ def explain(session, workspace_id: str, contact_id: str, now: datetime | None = 
 def evaluate_contact(session, workspace_id: str, contact_id: str, now: datetime | None = None) -> Outcome | None:
     """Evaluate and apply, in the caller's transaction. None when the contact is gone."""
     from hub.sync.push import schedule_push
+    from hub.sync.settings import entered_create_segment
 
     now = now or utcnow()
     contact = _lock_contact(session, workspace_id, contact_id)
@@ -110,8 +111,11 @@ def evaluate_contact(session, workspace_id: str, contact_id: str, now: datetime 
     lead.rule_version = version
     outcome.changed = _apply_to_contact(contact, evaluation)
     _apply_segments(session, contact, rules, evaluation, memberships, now, outcome)
-    if outcome.changed:
-        schedule_push(session, workspace_id, contact_id, set(outcome.changed), "rules")
+    push_fields = set(outcome.changed)
+    if entered_create_segment(session, workspace_id, outcome.entered):
+        push_fields.add("email")            # creation plans every field; this makes sure a push is due
+    if push_fields:
+        schedule_push(session, workspace_id, contact_id, push_fields, "rules")
     if outcome.effects:
         # After the push's coalescing window, so a new contact exists in the CRMs before its handoff.
         delay = getattr(defaults, "SYNC_PUSH_COALESCE_SECONDS", 0.0) + defaults.RULES_EFFECT_DELAY_SECONDS

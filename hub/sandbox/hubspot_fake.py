@@ -3,6 +3,8 @@
 Endpoints (exactly the ones hub/connectors/hubspot.py and hub/sync/tokens.py use):
   POST /oauth/v1/token                              grant_type=refresh_token (form-encoded)
   POST /crm/v3/objects/contacts/batch/upsert        idProperty=email, ≤100 inputs; 200, or 207 + errors[].context.ids
+  POST /crm/v3/objects/contacts/batch/update        by id, ≤100 inputs (an email change); 200, or 207 + errors
+  POST /crm/v3/objects/contacts/batch/archive       by id, ≤100 inputs; 204 No Content whatever the ids' state
   POST /crm/v3/objects/contacts/batch/read          by id or idProperty=email; propertiesWithHistory; 207 for missing
   POST /crm/v3/objects/contacts/search              lastmodifieddate GTE filter, ascending sort, paging `after`
   GET  /crm/v3/objects/contacts                     list with `after` paging, properties, propertiesWithHistory
@@ -15,8 +17,9 @@ Endpoints (exactly the ones hub/connectors/hubspot.py and hub/sync/tokens.py use
 Test controls: `faults` (seeded fraction of 429/5xx with Retry-After, or exact `fail_next`), token
 expiry (`expire_token_after(calls=N)` or at a fake-clock time), `requests` (every request captured),
 `limiter` (110 req/10 s per portal: 429 when exceeded, `limiter.refused` counts them), `ui_edit`
-(a person's change in HubSpot), `ui_edit_task` (a rep completes a task), and webhooks: every change queues contact.creation /
-contact.propertyChange events (changeSource INTEGRATION + sourceId = app id when written with a
+(a person's change in HubSpot), `ui_edit_task` (a rep completes a task), `ui_change_email` / `ui_delete`
+(a person changes a contact's email / deletes it), and webhooks: every change queues contact.creation /
+contact.propertyChange / contact.deletion events (changeSource INTEGRATION + sourceId = app id when written with a
 token this fake issued to the hub's app) that `take_webhook_batches()` returns in batches of ≤100
 and `signed_delivery()` signs with v3.
 """
@@ -48,7 +51,8 @@ LEAD_STATUSES = ["NEW", "OPEN", "IN_PROGRESS", "OPEN_DEAL", "UNQUALIFIED", "ATTE
                  "BAD_TIMING"]
 EMPLOYEE_RANGES = ["1-5", "5-25", "25-50", "50-100", "100-500", "500-1000", "1000+"]
 TASK_STATUSES = ("NOT_STARTED", "IN_PROGRESS", "WAITING", "COMPLETED", "DEFERRED")   # hs_task_status options
-WEBHOOK_SUBSCRIPTIONS = {"contact.creation": 2107362, "contact.propertyChange": 2107370}
+WEBHOOK_SUBSCRIPTIONS = {"contact.creation": 2107362, "contact.propertyChange": 2107370,
+                         "contact.deletion": 2107380}
 
 
 def _property(name, label, type_="string", field_type="text", options=None, group="contactinformation",
@@ -115,6 +119,7 @@ class HubSpotFake:
         self.groups = {"contactinformation": {"name": "contactinformation", "label": "Contact information",
                                               "displayOrder": -1, "archived": False}}
         self.tasks: dict[str, dict] = {}
+        self.archived: dict[str, dict] = {}             # contacts deleted (restorable in HubSpot for 90 days)
         self.requests: list[CapturedRequest] = []
         self.webhook_events: list[dict] = []
         self.token_requests = 0
@@ -127,6 +132,8 @@ class HubSpotFake:
             Rule("/oauth/v1/token", methods=["POST"], endpoint="token"),
             Rule("/crm/v3/objects/contacts/batch/upsert", methods=["POST"], endpoint="batch_upsert"),
             Rule("/crm/v3/objects/contacts/batch/read", methods=["POST"], endpoint="batch_read"),
+            Rule("/crm/v3/objects/contacts/batch/update", methods=["POST"], endpoint="batch_update"),
+            Rule("/crm/v3/objects/contacts/batch/archive", methods=["POST"], endpoint="batch_archive"),
             Rule("/crm/v3/objects/contacts/search", methods=["POST"], endpoint="search"),
             Rule("/crm/v3/objects/contacts", methods=["GET"], endpoint="list_contacts"),
             Rule("/crm/v3/properties/contacts", methods=["GET"], endpoint="list_properties"),
@@ -159,6 +166,21 @@ class HubSpotFake:
             task["properties"].update(properties)
             task["updatedAt"] = iso_ms(self.clock.now_ms())
             return task
+
+    def ui_change_email(self, email: str, new_email: str, user_id: int = 4567890) -> dict:
+        """A person changes a contact's email (HubSpot refuses an email another contact has)."""
+        with self.lock:
+            contact_id = self.by_email[email.lower()]
+            if new_email.lower() in self.by_email:
+                raise ValueError(f"another contact already has {new_email}")
+            return self._rename(contact_id, new_email.lower(), "CRM_UI", f"userId:{user_id}")
+
+    def ui_delete(self, email: str, user_id: int = 4567890) -> str:
+        """A person deletes (archives) a contact; returns its id."""
+        with self.lock:
+            contact_id = self.by_email[email.lower()]
+            self._archive(contact_id, "CRM_UI", f"userId:{user_id}")
+            return contact_id
 
     def contact_by_email(self, email: str) -> dict | None:
         contact_id = self.by_email.get(email.lower())
@@ -290,6 +312,54 @@ class HubSpotFake:
         if errors:
             return _json({**body, "numErrors": len(errors), "errors": errors}, 207)
         return _json(body, 200)
+
+    def batch_update(self, request, payload) -> Response:
+        """Partial update by record id; a new email must not belong to another contact."""
+        inputs = payload.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            return self._error(400, "VALIDATION_ERROR", "inputs must be a non-empty list")
+        if len(inputs) > 100:
+            return self._error(400, "VALIDATION_ERROR", "Batch input limit is 100")
+        results, errors = [], []
+        for item in inputs:
+            contact_id = str(item.get("id", ""))
+            contact = self.contacts.get(contact_id)
+            properties = dict(item.get("properties") or {})
+            new_email = str(properties.pop("email", "") or "").strip().lower()
+            if contact is None:
+                errors.append(self._item_error("OBJECT_NOT_FOUND", "Object not found.", contact_id))
+                continue
+            problems = self._validate_properties(properties, new_email or contact["values"]["email"])
+            holder = self.by_email.get(new_email)
+            if holder not in (None, contact_id):
+                errors.append(self._item_error("CONFLICT", f"Contact already exists. Existing ID: {holder}",
+                                               contact_id))
+                continue
+            if problems:
+                errors.append(self._item_error("VALIDATION_ERROR", "Property values were not valid: "
+                                               + json.dumps(problems, separators=(",", ":")), contact_id))
+                continue
+            if new_email and new_email != contact["values"]["email"]:
+                self._rename(contact_id, new_email, "INTEGRATION", str(self.app_id))
+            self._write(contact["values"]["email"], properties, "INTEGRATION", str(self.app_id))
+            results.append(self._public(contact, None, None))
+        now = iso_ms(self.clock.now_ms())
+        body = {"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}
+        if errors:
+            return _json({**body, "numErrors": len(errors), "errors": errors}, 207)
+        return _json(body, 200)
+
+    def batch_archive(self, request, payload) -> Response:
+        """204 No Content on success, whatever the ids' state (archived already, or never existed)."""
+        inputs = payload.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            return self._error(400, "VALIDATION_ERROR", "inputs must be a non-empty list")
+        if len(inputs) > 100:
+            return self._error(400, "VALIDATION_ERROR", "Batch input limit is 100")
+        for item in inputs:
+            if str(item.get("id", "")) in self.contacts:
+                self._archive(str(item["id"]), "INTEGRATION", str(self.app_id))
+        return Response(status=204)
 
     def batch_read(self, request, payload) -> Response:
         inputs = payload.get("inputs") or []
@@ -465,6 +535,18 @@ class HubSpotFake:
                         propertyName=name, propertyValue=value)
         contact["updated"] = now
         return contact
+
+    def _rename(self, contact_id: str, new_email: str, source_type: str, source_id: str) -> dict:
+        contact = self.contacts[contact_id]
+        self.by_email.pop(contact["values"]["email"], None)
+        self.by_email[new_email] = contact_id
+        return self._write(new_email, {}, source_type, source_id)
+
+    def _archive(self, contact_id: str, source_type: str, source_id: str) -> None:
+        contact = self.contacts.pop(contact_id)
+        self.by_email.pop(contact["values"].get("email", ""), None)
+        self.archived[contact_id] = contact
+        self._event("contact.deletion", contact_id, self.clock.now_ms(), source_type, source_id, changeFlag="DELETED")
 
     def _event(self, kind: str, contact_id: str, now: int, source_type: str, source_id: str, **extra) -> None:
         self.webhook_events.append({

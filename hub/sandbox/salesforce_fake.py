@@ -4,9 +4,11 @@ Endpoints (exactly the ones hub/connectors/salesforce.py and hub/sync/tokens.py 
   POST  /services/oauth2/token                          grant_type=refresh_token; no expires_in, no new refresh_token
   POST  /services/data/v60.0/composite/sobjects         create, ≤200, allOrNone; SaveResult list in request order
   PATCH /services/data/v60.0/composite/sobjects         update by id
+  DELETE /services/data/v60.0/composite/sobjects?ids=   delete ≤200 by id (to the Recycle Bin); DeleteResults in order
   GET   /services/data/v60.0/query?q=SOQL               pages of `page_size` with nextRecordsUrl until done=true
   GET   /services/data/v60.0/query/<locator>            the next page
   GET   /services/data/v60.0/sobjects/<Object>/describe field lengths and picklists
+  GET   /services/data/v60.0/sobjects/<Object>/deleted/?start=&end=   Get Deleted (to the minute; latestDateCovered)
   POST  /services/data/v60.0/sobjects/Task              a Task with WhoId
   (Tasks are read by SOQL, IsClosed derived from Status as the default TaskStatus values define it,
   and updated through the sObject Collections PATCH above)
@@ -16,7 +18,7 @@ Every API answer carries `Sforce-Limit-Info: api-usage=N/M`; once N reaches M th
 Test controls: `faults` (seeded 503s with Retry-After, or exact `fail_next`), token expiry
 (`expire_token_after(calls=N)` / at a fake-clock time -> 401 INVALID_SESSION_ID), `requests` (every
 request captured), `ui_edit` (a person's edit: LastModifiedById is that user, API writes carry the
-integration user), `convert_lead`, `block_duplicates` (a duplicate rule that blocks creates with
+integration user), `ui_delete`, `convert_lead`, `block_duplicates` (a duplicate rule that blocks creates with
 DUPLICATES_DETECTED), and `take_outbound_messages()`: the Outbound Message SOAP bodies the org would
 send for the changes so far (≤100 notifications each, current values, one object type per message).
 """
@@ -148,16 +150,20 @@ class SalesforceFake:
         self.tokens: dict[str, dict] = {access_token: {"expires_at": None, "calls_left": None}}
         self.locators: dict[str, list[dict]] = {}
         self.outbound: dict[str, list[str]] = {"Lead": [], "Contact": []}   # ids changed, per object
+        self.recycle_bin: dict[str, tuple[str, dict]] = {}            # deleted id -> (object, record)
+        self.deleted_log: list[tuple[str, str, float]] = []           # (object, id, deleted at)
         self._counter = itertools.count(1)
         self._notification_ids = itertools.count(1)
         self.url_map = Map([
             Rule("/services/oauth2/token", methods=["POST"], endpoint="token"),
             Rule(f"{API}/composite/sobjects", methods=["POST"], endpoint="collection_create"),
             Rule(f"{API}/composite/sobjects", methods=["PATCH"], endpoint="collection_update"),
+            Rule(f"{API}/composite/sobjects", methods=["DELETE"], endpoint="collection_delete"),
             Rule(f"{API}/query", methods=["GET"], endpoint="query"),
             Rule(f"{API}/query/", methods=["GET"], endpoint="query"),
             Rule(f"{API}/query/<locator>", methods=["GET"], endpoint="query_more"),
             Rule(f"{API}/sobjects/<object_type>/describe", methods=["GET"], endpoint="describe"),
+            Rule(f"{API}/sobjects/<object_type>/deleted/", methods=["GET"], endpoint="get_deleted"),
             Rule(f"{API}/sobjects/Task", methods=["POST"], endpoint="create_task"),
         ], strict_slashes=False)
 
@@ -174,6 +180,12 @@ class SalesforceFake:
             if record_id is None:
                 return self._insert(object_type, fields, user_id)
             return self._update(object_type, record_id, fields, user_id)
+
+    def ui_delete(self, object_type: str, record_id: str) -> None:
+        """A person deletes a record (it goes to the Recycle Bin; Outbound Messages do not fire on delete)."""
+        with self.lock:
+            self.recycle_bin[record_id] = (object_type, self.records[object_type].pop(record_id))
+            self.deleted_log.append((object_type, record_id, self.clock.now()))
 
     def convert_lead(self, lead_id: str, user_id: str = HUMAN_USER) -> str:
         """Lead conversion: an Account and a Contact are created; the Lead points at them."""
@@ -323,6 +335,34 @@ class SalesforceFake:
             results.append({"id": saved["Id"], "success": True, "errors": []})
         return _json(results)
 
+    def collection_delete(self, request, payload) -> Response:
+        ids = [i for i in (request.args.get("ids") or "").split(",") if i]
+        if not ids:
+            return _errors(400, "MISSING_ARGUMENT", "ids parameter is required")
+        if len(ids) > 200:
+            return _errors(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than 200 records "
+                                                     "into this call")
+        if request.args.get("allOrNone", "false").lower() == "true" and \
+                any(self._object_of(i) is None for i in ids):
+            return _json([{"id": i, "success": False, "errors": [_save_error(
+                "ALL_OR_NONE_OPERATION_ROLLED_BACK", "Record rolled back because not all records were valid "
+                "and the request was using AllOrNone header", [])]} for i in ids])
+        results = []
+        for record_id in ids:
+            object_type = self._object_of(record_id)
+            if object_type is None:
+                code, message = ("ENTITY_IS_DELETED", "entity is deleted") if record_id in self.recycle_bin else \
+                    ("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
+                results.append({"id": record_id, "success": False, "errors": [_save_error(code, message, [])]})
+                continue
+            self.recycle_bin[record_id] = (object_type, self.records[object_type].pop(record_id))
+            self.deleted_log.append((object_type, record_id, self.clock.now()))
+            results.append({"id": record_id, "success": True, "errors": []})
+        return _json(results)
+
+    def _object_of(self, record_id: str) -> str | None:
+        return next((name for name, records in self.records.items() if record_id in records), None)
+
     def _check(self, record: dict, creating: bool) -> dict | None:
         object_type = record["attributes"]["type"]
         fields = {f["name"]: f for f in self.describe_fields[object_type]}
@@ -407,6 +447,20 @@ class SalesforceFake:
         return _json({"name": object_type, "label": object_type, "keyPrefix": PREFIXES[object_type],
                       "createable": True, "updateable": True, "deletable": True, "queryable": True,
                       "fields": self.describe_fields[object_type]})
+
+    def get_deleted(self, request, payload, object_type: str) -> Response:
+        """Records deleted from `start` to `end`, both read to the minute (seconds ignored)."""
+        try:
+            start, end = (_minute(datetime.fromisoformat(request.args[name])) for name in ("start", "end"))
+        except (KeyError, ValueError):
+            return _errors(400, "INVALID_QUERY_FILTER_OPERATOR", "start and end must be ISO 8601 date-times")
+        if end < start:
+            return _errors(400, "INVALID_REPLICATION_DATE", "end date must be after start date")
+        deleted = [{"id": record_id, "deletedDate": sf_datetime(at)} for kind, record_id, at in self.deleted_log
+                   if kind == object_type and start <= at < end]
+        earliest = sf_datetime(self.deleted_log[0][2]) if self.deleted_log else sf_datetime(start)
+        return _json({"deletedRecords": deleted, "earliestDateAvailable": earliest,
+                      "latestDateCovered": sf_datetime(end)})
 
     def create_task(self, request, payload) -> Response:
         record = {"attributes": {"type": "Task"}, **(payload or {})}
@@ -503,6 +557,10 @@ def _derive(object_type: str, record: dict) -> None:
     if object_type == "Task":
         record["Status"] = record.get("Status") or TASK_STATUSES[0]
         record["IsClosed"] = record["Status"] in CLOSED_TASK_STATUSES
+
+
+def _minute(value: datetime) -> float:
+    return value.astimezone(timezone.utc).replace(second=0, microsecond=0).timestamp()
 
 
 def _sort_value(value):

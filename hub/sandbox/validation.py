@@ -1,16 +1,17 @@
 """Check captured CRM requests against the vendors' documented formats and limits.
 
 HubSpot: each request must hit a documented endpoint, respect its limits (≤100 batch inputs,
-idProperty=email, ≤200 search results per page) and its body must deserialise into the
+idProperty=email for upserts, record ids for batch update/archive, ≤200 search results per page) and its body must deserialise into the
 hubspot-api-client request model with client-side validation on, with no key the model does not
 know (checked recursively against the models' attribute maps). HubSpot's OpenAPI files are not
 used (they are proprietary); the SDK's models are generated from them.
 
 Salesforce: sObject Collections bodies as in the REST API guide
 (`{"allOrNone": false, "records": [{"attributes": {"type": "Lead"}, ...}]}`, ≤200 records, `id`
-only on updates), SOQL that parses, describe and Task paths, OAuth refresh form fields, and the
-Authorization / Sforce-Call-Options headers on every API call. Tasks: created with sobjects/Task,
-read by SOQL, updated (Status, Description) through collections; HubSpot tasks batch read/update by id.
+only on updates; deletes as `?ids=...&allOrNone=false`, ≤200 ids), Get Deleted windows, SOQL that parses, describe
+and Task paths, OAuth refresh form fields, and the Authorization / Sforce-Call-Options headers on every API call.
+Tasks: created with sobjects/Task, read by SOQL, updated (Status, Description) through collections; HubSpot tasks
+batch read/update by id.
 
 `hubspot_violations(requests)` / `salesforce_violations(requests)` return a list of strings
 (empty = valid); tests assert it is empty.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from types import SimpleNamespace
 from urllib.parse import parse_qs
 
@@ -118,6 +120,24 @@ def _check_batch_read(request: CapturedRequest) -> list[str]:
     return problems
 
 
+def _check_batch_by_id(model_name: str, operation: str):
+    """Batch update / archive: the SDK model, ≤100 inputs, each naming a record id (digits), none twice."""
+    def check(request: CapturedRequest) -> list[str]:
+        body = request.json()
+        problems = _sdk_check(contacts_sdk, model_name, body)
+        inputs = (body or {}).get("inputs") or []
+        if not 1 <= len(inputs) <= HUBSPOT_BATCH_LIMIT:
+            problems.append(f"batch {operation} has {len(inputs)} inputs (1..{HUBSPOT_BATCH_LIMIT})")
+        ids = [str(i.get("id", "")) for i in inputs]
+        if len(set(ids)) != len(ids):
+            problems.append(f"batch {operation} repeats an id")
+        problems += [f"inputs[{n}].id {i!r} is not a record id" for n, i in enumerate(ids) if not i.isdigit()]
+        problems += [f"inputs[{n}] has idProperty (an update by id names none)" for n, item in enumerate(inputs)
+                     if item.get("idProperty")]
+        return problems
+    return check
+
+
 def _check_search(request: CapturedRequest) -> list[str]:
     body = request.json()
     problems = _sdk_check(contacts_sdk, "PublicObjectSearchRequest", body)
@@ -187,6 +207,9 @@ def _no_body(request: CapturedRequest) -> list[str]:
 HUBSPOT_ENDPOINTS = (
     ("POST", r"/crm/v3/objects/contacts/batch/upsert", _check_batch_upsert),
     ("POST", r"/crm/v3/objects/contacts/batch/read", _check_batch_read),
+    ("POST", r"/crm/v3/objects/contacts/batch/update",
+     _check_batch_by_id("BatchInputSimplePublicObjectBatchInput", "update")),
+    ("POST", r"/crm/v3/objects/contacts/batch/archive", _check_batch_by_id("BatchInputSimplePublicObjectId", "archive")),
     ("POST", r"/crm/v3/objects/contacts/search", _check_search),
     ("GET", r"/crm/v3/objects/contacts", _check_list),
     ("GET", r"/crm/v3/properties/contacts", _no_body),
@@ -278,6 +301,35 @@ def _check_collection(request: CapturedRequest) -> list[str]:
     return problems
 
 
+def _check_collection_delete(request: CapturedRequest) -> list[str]:
+    """`DELETE composite/sobjects?ids=a,b&allOrNone=false`: 1..200 record ids, no body."""
+    ids = [i for i in (request.query.get("ids") or [""])[0].split(",") if i]
+    problems = [] if 1 <= len(ids) <= SALESFORCE_COLLECTION_LIMIT else [
+        f"ids must name 1..{SALESFORCE_COLLECTION_LIMIT} records"]
+    problems += [f"ids[{n}] {i!r} is not a record id" for n, i in enumerate(ids)
+                 if not re.fullmatch(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?", i)]
+    if (request.query.get("allOrNone") or [""])[0] != "false":
+        problems.append("allOrNone is not false (one record that cannot be deleted would fail the batch)")
+    if request.body:
+        problems.append("DELETE with a body")
+    return problems
+
+
+def _check_get_deleted(request: CapturedRequest) -> list[str]:
+    """Get Deleted: `start` and `end` as ISO 8601 date-times with an offset, start before end."""
+    problems = _no_body(request)
+    values = {}
+    for name in ("start", "end"):
+        text = (request.query.get(name) or [""])[0]
+        if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)", text):
+            problems.append(f"{name} {text!r} is not an ISO 8601 date-time with an offset")
+        else:
+            values[name] = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if len(values) == 2 and values["end"] < values["start"]:
+        problems.append("end is before start")
+    return problems
+
+
 def _check_query(request: CapturedRequest) -> list[str]:
     text = (request.query.get("q") or [""])[0]
     try:
@@ -310,9 +362,11 @@ def _check_salesforce_token(request: CapturedRequest) -> list[str]:
 SALESFORCE_ENDPOINTS = (
     ("POST", rf"{SALESFORCE_API}/composite/sobjects", _check_collection),
     ("PATCH", rf"{SALESFORCE_API}/composite/sobjects", _check_collection),
+    ("DELETE", rf"{SALESFORCE_API}/composite/sobjects", _check_collection_delete),
     ("GET", rf"{SALESFORCE_API}/query/?", _check_query),
     ("GET", rf"{SALESFORCE_API}/query/[A-Za-z0-9]+-\d+", _no_body),
     ("GET", rf"{SALESFORCE_API}/sobjects/(Lead|Contact|Task)/describe", _no_body),
+    ("GET", rf"{SALESFORCE_API}/sobjects/(Lead|Contact)/deleted/?", _check_get_deleted),
     ("POST", rf"{SALESFORCE_API}/sobjects/Task", _check_task),
     ("POST", r"/services/oauth2/token", _check_salesforce_token),
 )

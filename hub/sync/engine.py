@@ -26,9 +26,19 @@ from hub.db import is_postgres, transaction
 from hub.exceptions import FatalError, RetriableError
 from hub.mappings import fields as field_map
 from hub.mappings.transforms import blank
-from hub.models import Connection, Contact, CrmSnapshot, Identity, SyncLog, Workspace
+from hub.models import (
+    Connection,
+    Contact,
+    CrmSnapshot,
+    Identity,
+    IdentityTombstone,
+    SegmentMembership,
+    SyncLog,
+    Workspace,
+)
 from hub.sync import echo
 from hub.sync.push import Claimed, settle
+from hub.sync.settings import sync_settings
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +59,7 @@ class PlannedWrite:
     properties: dict[str, Any] = field(default_factory=dict)    # CRM field -> value
     notes: list[tuple[str, str, str]] = field(default_factory=list)   # (field, status, detail)
     email: str | None = None
+    by_id: bool = False            # written by record id, not upserted by email (HubSpot: the email moves)
 
     @property
     def key(self) -> str:
@@ -72,6 +83,15 @@ class SyncState:
     create: bool
     contacts: dict[str, Contact]
     links: dict[tuple[str, str], Linked]                        # (contact_id, system) -> record
+    outside: set[str] = field(default_factory=set)             # contacts outside the create segment
+    deleted: set[tuple[str, str]] = field(default_factory=set)  # (contact_id, system): the CRM deleted it
+
+
+def may_create(state: SyncState, contact: Contact, system: str) -> bool:
+    """Creation rules: an email, creation on, inside the create segment (if one is set), and not a
+    record the CRM deleted (the hub does not bring back what a CRM user deleted; a restore relinks it)."""
+    return state.create and bool(contact.email) and contact.id not in state.outside \
+        and (contact.id, system) not in state.deleted
 
 
 # --- reading the state --------------------------------------------------------------------------
@@ -99,14 +119,31 @@ def load_state(runtime, workspace_id: str, contact_ids: list[str], systems: list
             if current is None or object_type == "Contact" or current.object_type != "Contact":
                 links[(contact_id, system)] = Linked(external_id, object_type or DEFAULT_OBJECT_TYPE[system],
                                                      snapshots.get((system, external_id), {}))
-        return SyncState(workspace_id, field_map.load_mapping(settings),
-                         (settings.get("sync") or {}).get("create", True), contacts, links)
+        options = sync_settings(settings)
+        return SyncState(workspace_id, field_map.load_mapping(settings), options.create, contacts, links,
+                         outside=_outside_segment(session, contact_ids, options.create_segment),
+                         deleted=_deleted_records(session, workspace_id, contact_ids, systems))
+
+
+def _outside_segment(session, contact_ids: list[str], segment: str | None) -> set[str]:
+    if not segment:
+        return set()
+    inside = set(session.scalars(select(SegmentMembership.contact_id).where(
+        SegmentMembership.contact_id.in_(contact_ids), SegmentMembership.segment == segment,
+        SegmentMembership.left_at.is_(None))))
+    return set(contact_ids) - inside
+
+
+def _deleted_records(session, workspace_id: str, contact_ids: list[str], systems: list[str]) -> set[tuple[str, str]]:
+    return set(session.execute(select(IdentityTombstone.contact_id, IdentityTombstone.system).where(
+        IdentityTombstone.workspace_id == workspace_id, IdentityTombstone.contact_id.in_(contact_ids),
+        IdentityTombstone.system.in_(systems))).all())
 
 
 def find_unlinked(state: SyncState, system: str, connector: CrmConnector) -> None:
     """Salesforce has no upsert by email: look the unlinked contacts up before creating Leads."""
     emails = {c.email: c.id for c in state.contacts.values()
-              if c.email and (c.id, system) not in state.links}
+              if (c.id, system) not in state.links and may_create(state, c, system)}
     if not emails:
         return
     found = connector.find_by_email(sorted(emails))
@@ -123,7 +160,7 @@ def find_unlinked(state: SyncState, system: str, connector: CrmConnector) -> Non
 def plan_contact(state: SyncState, contact: Contact, system: str, changed: set[str]) -> PlannedWrite | None:
     """The write one CRM needs for one contact, or None."""
     linked = state.links.get((contact.id, system))
-    if linked is None and (not state.create or not contact.email):
+    if linked is None and not may_create(state, contact, system):
         return None
     object_type = linked.object_type if linked else DEFAULT_OBJECT_TYPE[system]
     plan = PlannedWrite(contact.id, system, object_type, linked.object_id if linked else None, email=contact.email)
@@ -136,8 +173,20 @@ def plan_contact(state: SyncState, contact: Contact, system: str, changed: set[s
     if not plan.values and not plan.notes:
         return None
     if system == "hubspot" and plan.values:
-        plan.properties.setdefault("email", contact.email)     # HubSpot upserts by email
+        if linked is not None and email_moves(contact, snapshot, plan):
+            plan.by_id = True      # an upsert by the new email would create a second HubSpot contact
+        else:
+            plan.properties.setdefault("email", contact.email)     # HubSpot upserts by email
     return plan
+
+
+def email_moves(contact: Contact, snapshot: dict, plan: PlannedWrite) -> bool:
+    """The linked record's email is being changed, or holds another email than the contact (a refused
+    change, see processing's email conflicts): the write must name the record by id."""
+    if "email" in plan.values:
+        return True
+    known = snapshot.get("email")
+    return not blank(known) and str(known).strip().lower() != (contact.email or "")
 
 
 def _plan_field(plan: PlannedWrite, rule: field_map.FieldRule, value: Any, snapshot: dict, creating: bool,
@@ -181,11 +230,17 @@ class Outcome:
 
 def write_batches(connector: CrmConnector, plans: list[PlannedWrite], batch_size: int) -> list[Outcome]:
     """Write the plans in batches; a batch that fails as a whole is retried later, records fail alone."""
+    by_id = [p for p in plans if p.by_id]
+    outcomes = _write(connector, connector.batch_update, by_id, batch_size) if by_id else []
+    return outcomes + _write(connector, connector.batch_upsert, [p for p in plans if not p.by_id], batch_size)
+
+
+def _write(connector: CrmConnector, call, plans: list[PlannedWrite], batch_size: int) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for batch in chunks(plans, batch_size):
         records = [CrmRecord(p.object_type, p.object_id, dict(p.properties)) for p in batch]
         try:
-            results = connector.batch_upsert(records)
+            results = call(records)
         except RetriableError as exc:
             logger.warning("%s batch of %s deferred: %s", connector.kind, len(batch), exc)
             outcomes.extend(Outcome(p, retry_after=exc.retry_after or 0.0) for p in batch)
@@ -199,10 +254,11 @@ def write_batches(connector: CrmConnector, plans: list[PlannedWrite], batch_size
 
 
 def _match_results(system: str, batch: list[PlannedWrite], results: list[WriteResult]) -> list[Outcome]:
-    by_key = {(r.key or "").lower() if system == "hubspot" else r.key: r for r in results}
+    by_email = system == "hubspot" and not any(p.by_id for p in batch)       # HubSpot upserts answer by email
+    by_key = {(r.key or "").lower() if by_email else r.key: r for r in results}
     matched = []
     for index, plan in enumerate(batch):
-        key = (plan.email or "").lower() if system == "hubspot" else plan.key
+        key = (plan.email or "").lower() if by_email else plan.key
         result = by_key.get(key)
         if result is None and system == "salesforce" and len(results) == len(batch):
             result = results[index]        # sObject Collections answers in input order

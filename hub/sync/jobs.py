@@ -207,13 +207,15 @@ def run_outbox_rows(outbox_ids: list[int], runners: dict) -> dict:
 
 
 def run_sync_outbox(outbox_ids: list[int]) -> dict:
-    """The RQ job for sync outbox rows: push due contacts ("sync_push") or poll a CRM ("sync_poll").
+    """The RQ job for sync outbox rows: push due contacts ("sync_push"), poll a CRM ("sync_poll") or delete
+    records ("sync_delete", propagated deletions).
 
     A vendor outage (RetriableError) leaves a row for a later pass after its lease; the pending
     pushes themselves carry their own retry state.
     """
+    from hub.sync.deletions import run_delete_outbox
     from hub.sync.polling import run_poll_outbox
     from hub.sync.push import run_pushes
 
     return run_outbox_rows(outbox_ids, {"sync_push": lambda rt, row: run_pushes(rt, row.workspace_id),
-                                        "sync_poll": run_poll_outbox})
+                                        "sync_poll": run_poll_outbox, "sync_delete": run_delete_outbox})

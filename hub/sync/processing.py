@@ -24,7 +24,7 @@ from hub.logs import mask_email
 from hub.mappings.transforms import epoch_ms
 from hub.models import Activity, Contact, Event
 from hub.rules.schedule import schedule_evaluation
-from hub.sync import decisions, identity
+from hub.sync import decisions, deletions, identity
 from hub.sync.apply import (
     CRM_SYSTEMS,
     Stamp,
@@ -218,7 +218,10 @@ def upsert(session, ctx: EventContext, change: ContactChange) -> Outcome:
     changed = set()
     email_stamp = field_stamp(stamp, change.field_times, "email")
     if email and email != contact.email and is_newer(email_stamp, stored_stamp(contact, "email")):
-        changed |= _take_over_email(session, ws, contact, email)
+        taken, merged = _take_over_email(session, ws, contact, email, change)
+        changed |= merged
+        if not taken:
+            values.fields.pop("email")
     normalise_phones(values, values.fields.get("country") or contact.country)
     changed |= apply_values(contact, values, stamp, consent_source=change.system, field_times=change.field_times)
     activity_added = _add_activity(session, ctx, contact, change)
@@ -227,13 +230,19 @@ def upsert(session, ctx: EventContext, change: ContactChange) -> Outcome:
     return Outcome(contact_id=contact.id, changed=changed, evaluate=created or linked or activity_added)
 
 
-def _take_over_email(session, ws: str, contact: Contact, email: str) -> set[str]:
-    """The email belongs to another contact: they are one person (emails are unique per workspace)."""
+def _take_over_email(session, ws: str, contact: Contact, email: str, change: ContactChange) -> tuple[bool, set[str]]:
+    """The contact's email changes: (whether it takes the email, the keys a merge changed).
+
+    Emails are unique per workspace; when another contact holds the email, decisions.record_email_change
+    says whether they are one person (merged) or a conflict (the email is not taken)."""
     holder = identity.by_email(session, ws, email)
     if holder is None or holder.id == contact.id:
-        return set()
+        return True, set()
+    if not decisions.record_email_change(session, ws, change.system, change.external_id, contact.id, holder.id,
+                                         email):
+        return False, set()
     logger.info("contact %s and %s share %s: merging", contact.id, holder.id, mask_email(email))
-    return identity.merge_contacts(session, contact, holder)
+    return True, identity.merge_contacts(session, contact, holder)
 
 
 def _add_activity(session, ctx: EventContext, contact: Contact, change: ContactChange) -> bool:
@@ -253,10 +262,14 @@ def _add_activity(session, ctx: EventContext, contact: Contact, change: ContactC
 
 
 def delete(session, ctx: EventContext, change: ContactChange) -> Outcome:
-    """The CRM deleted its record: unlink the identity; the canonical contact stays (DESIGN)."""
+    """The CRM deleted its record: unlink the identity; the canonical contact stays (DESIGN). With
+    `deletions: propagate` the linked records in the other CRM are deleted too (hub.sync.deletions)."""
     ref = _ref(change)
     if ref is None:
         return Outcome(ignored="no_external_id")
+    if deletions.is_echo(session, ctx.workspace_id, ref):
+        decisions.record_deletion_echo(session, ctx.workspace_id, ref.system, ref.external_id)
+        return Outcome(ignored="deletion_echo")
     contact_id = identity.unlink(session, ctx.workspace_id, ref, _stamp(ctx, change).at_ms)
     decisions.record_deletion(session, ctx.workspace_id, ref.system, ref.external_id, contact_id)
     return Outcome(contact_id=contact_id, evaluate=contact_id is not None)

@@ -28,6 +28,7 @@ JOB_FUNCTIONS = {
     "process_events": JOB_FUNCTION,
     "sync_push": "hub.sync.jobs.run_sync_outbox",
     "sync_poll": "hub.sync.jobs.run_sync_outbox",
+    "sync_delete": "hub.sync.jobs.run_sync_outbox",
     "evaluate_rules": "hub.rules.jobs.run_rules_outbox",
     "rule_effects": "hub.rules.jobs.run_rules_outbox",
     "rules_decay": "hub.rules.jobs.run_rules_outbox",

@@ -2,7 +2,9 @@
 
 A Salesforce record becomes a `salesforce` event of kind Lead/Contact with the payload shape the
 Outbound Message receiver stores ({"object_type", "record"}); a HubSpot record becomes a `hubspot`
-event of kind "contact.snapshot" ({"objectId", "properties", "occurredAt", "propertyTimes"}).
+event of kind "contact.snapshot" ({"objectId", "properties", "occurredAt", "propertyTimes"}). A
+Salesforce record found in the delete log becomes a `salesforce` event of kind "deleted"
+({"object_type", "id", "deletedDate"}).
 Dedupe keys hold the record's modification time, so re-reading a page (resume, lookback) stores
 nothing twice.
 """
@@ -46,6 +48,19 @@ def hubspot_event(record: CrmRecord, origin: str) -> IncomingEvent:
                                   "propertyTimes": {k: epoch_ms(v) for k, v in record.field_times.items()},
                                   "origin": origin},
                          occurred_at=record.updated_at)
+
+
+def salesforce_deleted_event(object_type: str, record_id: str, deleted_at: datetime) -> IncomingEvent:
+    """A record found in the org's delete log (a record is deleted once: the id is the dedupe key)."""
+    return IncomingEvent(source="salesforce", kind="deleted", dedupe_key=f"salesforce:deleted:{record_id}",
+                         payload={"object_type": object_type, "id": record_id, "deletedDate": _iso(deleted_at),
+                                  "origin": "poll"},
+                         occurred_at=deleted_at)
+
+
+def store_deleted(engine, workspace_id: str, object_type: str, deleted: list[tuple[str, datetime]]) -> IngestResult:
+    return ingest(engine, [(workspace_id, salesforce_deleted_event(object_type, record_id, at))
+                           for record_id, at in deleted])
 
 
 EVENT_BUILDERS = {"salesforce": salesforce_event, "hubspot": hubspot_event}

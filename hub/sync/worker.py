@@ -11,7 +11,7 @@ from hub import defaults
 # Job modules imported once in the worker, so each forked work horse starts with them loaded
 # instead of importing them again for every job.
 JOB_MODULES = ("hub.sync.jobs", "hub.sync.processing", "hub.sync.push", "hub.sync.engine",
-               "hub.sync.polling", "hub.rules.jobs", "webhooks.registry")
+               "hub.sync.polling", "hub.sync.deletions", "hub.rules.jobs", "webhooks.registry")
 
 
 def preload_job_modules() -> None:
