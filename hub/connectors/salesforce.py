@@ -40,6 +40,7 @@ from hub.connectors.base import (
     ChangePage,
     CrmConnector,
     CrmRecord,
+    CrmUser,
     TaskSpec,
     WriteResult,
     chunks,
@@ -65,6 +66,7 @@ READ_ONLY = frozenset({"Id", "LastModifiedDate", "LastModifiedById", "SystemMods
 REQUIRED_PLACEHOLDERS = {"Lead": ("LastName", "Company"), "Contact": ("LastName",)}
 TASK_PRIORITY = {"HIGH": "High", "MEDIUM": "Normal", "LOW": "Low"}
 EPOCH = "1970-01-01T00:00:00.000+0000"
+USER_SOQL = "SELECT Id, Email FROM User WHERE IsActive = true ORDER BY Id"
 
 
 class DescribeCache:
@@ -480,6 +482,17 @@ class SalesforceConnector(CrmConnector):
             error = (created.get("errors") or [{}])[0]
             raise FatalError(str(error.get("message")), code=error.get("statusCode"))
         return created["id"]
+
+
+    # --- owners ----------------------------------------------------------------------------------
+
+    def list_owners(self) -> list[CrmUser]:
+        """Every active User with an email (SOQL on User, following nextRecordsUrl, bounded)."""
+        users = []
+        for page in self._query_pages(USER_SOQL, max_pages=defaults.OWNER_DIRECTORY_MAX_PAGES):
+            users.extend(CrmUser(row["Id"], row["Email"].strip().lower()) for row in page["records"]
+                         if row.get("Id") and row.get("Email"))
+        return users
 
 
 # --- error classification (the client boundary) ----------------------------------------------------

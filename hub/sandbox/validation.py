@@ -1,14 +1,15 @@
 """Check captured CRM requests against the vendors' documented formats and limits.
 
 HubSpot: each request must hit a documented endpoint, respect its limits (≤100 batch inputs,
-idProperty=email, ≤200 search results per page) and its body must deserialise into the
+idProperty=email, ≤200 search results per page, ≤500 owners per page) and its body must deserialise into the
 hubspot-api-client request model with client-side validation on, with no key the model does not
 know (checked recursively against the models' attribute maps). HubSpot's OpenAPI files are not
 used (they are proprietary); the SDK's models are generated from them.
 
 Salesforce: sObject Collections bodies as in the REST API guide
 (`{"allOrNone": false, "records": [{"attributes": {"type": "Lead"}, ...}]}`, ≤200 records, `id`
-only on updates), SOQL that parses, describe and Task paths, OAuth refresh form fields, and the
+only on updates), SOQL that parses (Lead, Contact, and User for the owner directory), describe and
+Task paths, OAuth refresh form fields, and the
 Authorization / Sforce-Call-Options headers on every API call.
 
 `hubspot_violations(requests)` / `salesforce_violations(requests)` return a list of strings
@@ -30,6 +31,8 @@ from hub.sandbox.common import CapturedRequest
 
 HUBSPOT_BATCH_LIMIT = 100
 HUBSPOT_SEARCH_LIMIT = 200
+HUBSPOT_OWNERS_LIMIT = 500
+OWNERS_PARAMETERS = {"email", "after", "limit", "archived"}
 SALESFORCE_COLLECTION_LIMIT = 200
 SALESFORCE_API = "/services/data/v60.0"
 # HubSpot's search docs give sorts as {"propertyName", "direction"} objects; the SDK types them as
@@ -158,6 +161,16 @@ def _no_body(request: CapturedRequest) -> list[str]:
     return ["GET with a body"] if request.body else []
 
 
+def _check_owners(request: CapturedRequest) -> list[str]:
+    """GET /crm/v3/owners: the SDK's OwnersApi.get_page parameters (email, after, limit ≤500, archived)."""
+    problems = _no_body(request)
+    problems += [f"owners list parameter {name!r}" for name in request.query if name not in OWNERS_PARAMETERS]
+    limit = (request.query.get("limit") or ["100"])[0]
+    if not limit.isdigit() or not 1 <= int(limit) <= HUBSPOT_OWNERS_LIMIT:
+        problems.append(f"owners limit {limit} not in 1..{HUBSPOT_OWNERS_LIMIT}")
+    return problems
+
+
 HUBSPOT_ENDPOINTS = (
     ("POST", r"/crm/v3/objects/contacts/batch/upsert", _check_batch_upsert),
     ("POST", r"/crm/v3/objects/contacts/batch/read", _check_batch_read),
@@ -167,6 +180,7 @@ HUBSPOT_ENDPOINTS = (
     ("POST", r"/crm/v3/properties/contacts", _check_model(properties_sdk, "PropertyCreate")),
     ("POST", r"/crm/v3/properties/contacts/groups", _check_model(properties_sdk, "PropertyGroupCreate")),
     ("POST", r"/crm/v3/objects/tasks", _check_model(tasks_sdk, "SimplePublicObjectInputForCreate")),
+    ("GET", r"/crm/v3/owners/?", _check_owners),
     ("POST", r"/oauth/v1/token", _check_hubspot_token),
 )
 
@@ -205,6 +219,7 @@ SALESFORCE_WRITABLE = {
     "Contact": {"FirstName", "LastName", "Email", "Phone", "MobilePhone", "Title", "MailingCountry", "MailingState",
                 "MailingCity", "OwnerId", "AccountId", "Hub_Score__c", "Hub_Grade__c", "Hub_Score_Reasons__c"},
 }
+USER_FIELDS = {"Id", "Email", "IsActive", "FirstName", "LastName"}
 TASK_FIELDS = {"WhoId", "Subject", "Description", "ActivityDate", "Status", "Priority", "OwnerId"}
 
 
@@ -255,8 +270,10 @@ def _check_query(request: CapturedRequest) -> list[str]:
     problems = []
     if re.search(r"\d{4}-\d\d-\d\dT[\d:.]+\+0000", text):
         problems.append("SOQL datetime literal uses +0000 (literals need Z or +hh:mm)")
-    if parsed.object_type not in ("Lead", "Contact"):
+    if parsed.object_type not in ("Lead", "Contact", "User"):
         problems.append(f"query on {parsed.object_type}")
+    elif parsed.object_type == "User" and not set(parsed.fields) <= USER_FIELDS:
+        problems.append(f"User fields {sorted(set(parsed.fields) - USER_FIELDS)} are not read by the hub")
     return problems
 
 

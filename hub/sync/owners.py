@@ -1,0 +1,293 @@
+"""Owner sync: each CRM's user directory (owner id <-> email) and the owner field's translation.
+
+The canonical `contact.owner` is the owner's email, lower-case (the rules route by it). HubSpot
+keeps an owner id in `hubspot_owner_id` (its owners: GET /crm/v3/owners) and Salesforce a User Id
+in `OwnerId` (its active Users); the two are matched through the user's email (DESIGN.md: "owner
+⇄ OwnerId matched by the user's email").
+
+- `OwnerDirectory`: one workspace's users in one CRM, listed once and kept in Redis for
+  OWNER_DIRECTORY_TTL_SECONDS (an in-process copy stands in while Redis is down), so a batch of N
+  contacts costs one listing. An id or email it does not know re-reads the listing at most once
+  per directory object, and only when the kept listing is older than OWNER_DIRECTORY_REFRESH_SECONDS.
+- Inbound: `prepare_event` runs before the event's transaction (no CRM call is made inside one)
+  and makes sure the directory knows the owner ids the event names; `resolve_change` (in the
+  transaction, after echo suppression, which works on the CRM's ids) replaces the id by the
+  user's email from the kept directory. An unknown id leaves the contact's owner unchanged,
+  logged and noted in sync_log ("owner.unknown", a decision). A Salesforce record owned by the
+  hub's integration user was created by the hub: that is nobody's assignment and is not taken.
+- Outbound: `owner_ids_for_push` maps the owner emails a push batch needs to one CRM's ids (one
+  listing); `crm_owner_id` gives the push engine the id, or a note when the CRM has no such user.
+- Handoff: the MQL handoff writes owners itself. `fill_owner_ids` finds the CRM user by the rep's
+  email when the rep has no configured CRM id; `remember_owner_write` enters the write in the echo
+  ledger and the CRM snapshot, so the push engine does not write the same owner again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import replace
+from typing import Callable, Iterable
+
+import redis
+from sqlalchemy import select
+
+from hub import defaults
+from hub.changes import ContactChange
+from hub.connectors.base import CrmUser
+from hub.db import transaction
+from hub.exceptions import FatalError, PayloadError, UnsupportedEventError
+from hub.logs import mask_email
+from hub.mappings import fields as field_map
+from hub.mappings.transforms import blank
+from hub.models import Connection, Event, SyncLog, Workspace
+
+logger = logging.getLogger(__name__)
+
+OWNER = "owner"                      # the canonical field
+_LOCAL_COPIES: dict[tuple[str, str], dict] = {}      # (workspace, system) -> listing, when Redis is down
+
+
+def owner_key(system: str, owner_id: str) -> str:
+    """Salesforce ids compare on their case-sensitive 15-character form (15 and 18 name one user)."""
+    text = str(owner_id).strip()
+    return text[:15] if system == "salesforce" else text
+
+
+class OwnerDirectory:
+    """The users of one workspace's CRM, by id and by email; `fetch` lists them (None: cache only)."""
+
+    def __init__(self, conn, workspace_id: str, system: str, fetch: Callable[[], list[CrmUser]] | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.conn = conn
+        self.workspace_id = workspace_id
+        self.system = system
+        self.fetch = fetch
+        self.clock = clock
+        self.refreshed = False
+        self._listing: dict | None = None
+
+    @property
+    def cache_key(self) -> str:
+        return f"hub:owners:{self.workspace_id}:{self.system}"
+
+    # --- lookups -----------------------------------------------------------------------------------
+
+    def email_for(self, owner_id: str) -> str | None:
+        return self._find("ids", owner_key(self.system, owner_id))
+
+    def id_for(self, email: str) -> str | None:
+        return self._find("emails", email.strip().lower())
+
+    def ensure_ids(self, owner_ids: Iterable[str]) -> None:
+        """Make the kept listing cover these ids if the CRM knows them (one refresh at most)."""
+        listing = self._load()
+        missing = [i for i in owner_ids if owner_key(self.system, i) not in listing["ids"]]
+        if missing:
+            self._refresh_if_stale()
+
+    def _find(self, index: str, key: str) -> str | None:
+        found = self._load()[index].get(key)
+        if found is None and self._refresh_if_stale():
+            found = self._listing[index].get(key)
+        return found
+
+    # --- the listing -------------------------------------------------------------------------------
+
+    def _load(self) -> dict:
+        if self._listing is None:
+            self._listing = self._read_cache()
+        if self._listing is None:
+            if self.fetch is None:
+                self._listing = _index([], 0.0, self.system)
+            else:
+                self._store(self._fetch())
+        return self._listing
+
+    def _refresh_if_stale(self) -> bool:
+        """Re-read the CRM's users once, if a fetch is possible and the kept listing is not brand new."""
+        if self.fetch is None or self.refreshed:
+            return False
+        if self.clock() - self._listing["fetched_at"] < defaults.OWNER_DIRECTORY_REFRESH_SECONDS:
+            return False
+        self._store(self._fetch())
+        return True
+
+    def _fetch(self) -> list[CrmUser]:
+        self.refreshed = True
+        users = self.fetch()
+        logger.info("%s user directory of workspace %s: %s users", self.system, self.workspace_id, len(users))
+        return users
+
+    def _store(self, users: list[CrmUser]) -> None:
+        self._listing = _index(users, self.clock(), self.system)
+        document = {"fetched_at": self._listing["fetched_at"], "users": [[u.id, u.email] for u in users]}
+        _LOCAL_COPIES[(self.workspace_id, self.system)] = document
+        try:
+            self.conn.set(self.cache_key, json.dumps(document), ex=defaults.OWNER_DIRECTORY_TTL_SECONDS)
+        except redis.RedisError as exc:
+            logger.warning("owner directory not cached in Redis (%s); kept in this process", type(exc).__name__)
+
+    def _read_cache(self) -> dict | None:
+        try:
+            raw = self.conn.get(self.cache_key)
+            document = json.loads(raw) if raw else None
+        except redis.RedisError:
+            document = _LOCAL_COPIES.get((self.workspace_id, self.system))
+            if document and self.clock() - document["fetched_at"] > defaults.OWNER_DIRECTORY_TTL_SECONDS:
+                document = None
+        if not document:
+            return None
+        return _index([CrmUser(i, e) for i, e in document["users"]], float(document["fetched_at"]), self.system)
+
+
+def _index(users: list[CrmUser], fetched_at: float, system: str) -> dict:
+    """ids -> email and email -> id; a second user with the same email does not replace the first."""
+    ids: dict[str, str] = {}
+    emails: dict[str, str] = {}
+    for user in users:
+        ids[owner_key(system, user.id)] = user.email
+        emails.setdefault(user.email, user.id)
+    return {"fetched_at": fetched_at, "ids": ids, "emails": emails}
+
+
+def directory(runtime, workspace_id: str, system: str, connector=None) -> OwnerDirectory:
+    """The directory, listing through `connector` (None: the workspace's connector, built when needed)."""
+
+    def fetch() -> list[CrmUser]:
+        from hub.connectors import registry
+
+        return (connector or registry.connector_for(runtime, workspace_id, system)).list_owners()
+
+    return OwnerDirectory(runtime.redis(), workspace_id, system, fetch)
+
+
+# --- inbound --------------------------------------------------------------------------------------
+
+def _owner_rule(session, workspace_id: str) -> field_map.FieldRule | None:
+    workspace = session.get(Workspace, workspace_id)
+    return field_map.load_mapping(workspace.settings if workspace else {}).rule(OWNER)
+
+
+def prepare_event(runtime, event_id: int) -> None:
+    """Before the event's transaction: list the CRM's users if the event names an owner id the kept
+    directory does not know. A CRM that refuses the listing (e.g. a missing scope) is logged; the
+    owner then stays unresolved. A RetriableError goes up: the event is retried later."""
+    from hub.sync.processing import receiver_module
+
+    with transaction(runtime.engine) as session:
+        event = session.get(Event, event_id)
+        if event is None or event.status != "pending" or event.source not in field_map.SYSTEMS:
+            return
+        system, kind, payload, workspace_id = event.source, event.kind, event.payload or {}, event.workspace_id
+        rule = _owner_rule(session, workspace_id)
+    handler = getattr(receiver_module(system), "HANDLERS", {}).get(kind)
+    if handler is None or rule is None:
+        return
+    try:
+        changes = handler(payload)
+    except (PayloadError, UnsupportedEventError):
+        return                              # processing reports it
+    owner_ids = {str(c.fields[OWNER]) for c in changes if c.system == system and not blank(c.fields.get(OWNER))
+                 and field_map.inbound_allowed(rule, system, c.fields[OWNER])}
+    if not owner_ids:
+        return
+    try:
+        directory(runtime, workspace_id, system).ensure_ids(owner_ids)
+    except FatalError as exc:
+        logger.warning("%s user directory unavailable (%s): owners stay unresolved", system, exc.code)
+
+
+def resolve_change(session, runtime, workspace_id: str, change: ContactChange) -> ContactChange:
+    """The change with its CRM owner id replaced by the user's email (from the kept directory only).
+
+    Unknown ids and the integration user's own records leave the owner out of the change.
+    """
+    if change.system not in field_map.SYSTEMS or OWNER not in change.fields or blank(change.fields[OWNER]):
+        return change
+    owner_id = str(change.fields[OWNER]).strip()
+    fields = dict(change.fields)
+    if change.system == "salesforce" and _is_integration_user(session, workspace_id, owner_id):
+        fields.pop(OWNER)
+        logger.debug("salesforce %s is owned by the integration user: no owner taken", change.external_id)
+        return _replace_fields(change, fields)
+    email = OwnerDirectory(runtime.redis(), workspace_id, change.system).email_for(owner_id)
+    if email is None:
+        fields.pop(OWNER)
+        _note_unknown(session, workspace_id, change, owner_id)
+        return _replace_fields(change, fields)
+    fields[OWNER] = email
+    return _replace_fields(change, fields)
+
+
+def _replace_fields(change: ContactChange, fields: dict) -> ContactChange:
+    times = {k: v for k, v in change.field_times.items() if k in fields or k not in change.fields}
+    return replace(change, fields=fields, field_times=times)
+
+
+def _is_integration_user(session, workspace_id: str, owner_id: str) -> bool:
+    settings = session.scalar(select(Connection.settings).where(
+        Connection.workspace_id == workspace_id, Connection.kind == "salesforce")) or {}
+    user = settings.get("integration_user_id")
+    return bool(user) and owner_key("salesforce", user) == owner_key("salesforce", owner_id)
+
+
+def _note_unknown(session, workspace_id: str, change: ContactChange, owner_id: str) -> None:
+    detail = f"{change.system} owner {owner_id} is no known user with an email: the contact's owner is left unchanged"
+    logger.warning("%s record %s: %s", change.system, change.external_id, detail)
+    session.add(SyncLog(workspace_id=workspace_id, target=change.system, operation="owner.unknown",
+                        object_ids=[i for i in (change.external_id, owner_id) if i], status="decision",
+                        error=detail))
+
+
+# --- outbound -------------------------------------------------------------------------------------
+
+def owner_ids_for_push(runtime, workspace_id: str, system: str, connector, emails: set[str]) -> dict[str, str]:
+    """email -> the CRM's owner id, for the emails this CRM knows (one listing for the whole batch).
+
+    FatalError (the CRM refuses the listing) is logged and leaves every owner unknown;
+    RetriableError goes up so the pushes wait.
+    """
+    wanted = sorted({e.strip().lower() for e in emails if not blank(e)})
+    if not wanted:
+        return {}
+    users = directory(runtime, workspace_id, system, connector)
+    try:
+        found = {email: users.id_for(email) for email in wanted}
+    except FatalError as exc:
+        logger.warning("%s user directory unavailable (%s): owners are not written", system, exc.code)
+        return {}
+    return {email: owner_id for email, owner_id in found.items() if owner_id}
+
+
+def crm_owner_id(system: str, email, owner_ids: dict[str, str]) -> tuple[str | None, str | None]:
+    """(the owner id to write, or None) and (why nothing is written, or None)."""
+    if blank(email):
+        # HubSpot clears the owner; a Salesforce record always has one (OwnerId is required).
+        return ("", None) if system == "hubspot" else (None, None)
+    owner_id = owner_ids.get(str(email).strip().lower())
+    if owner_id is None:
+        return None, f"no {system} user with the email {mask_email(str(email))}: owner not written"
+    return owner_id, None
+
+
+def fill_owner_ids(runtime, workspace_id: str, owner_email: str | None, crm_owner_ids: dict[str, str | None],
+                   connectors: dict) -> None:
+    """The handoff's rep has no configured id in a CRM: use the CRM user with the rep's email, if any."""
+    for system, connector in connectors.items():
+        if crm_owner_ids.get(system) or blank(owner_email) or system not in field_map.SYSTEMS:
+            continue
+        found = owner_ids_for_push(runtime, workspace_id, system, connector, {owner_email})
+        crm_owner_ids[system] = found.get(owner_email.strip().lower())
+
+
+def remember_owner_write(runtime, workspace_id: str, system: str, contact_id: str, object_id: str,
+                         owner_id: str) -> None:
+    """An owner the handoff wrote: into the echo ledger and the CRM snapshot (as the push engine does)."""
+    from hub.sync import echo
+
+    with transaction(runtime.engine) as session:
+        workspace = session.get(Workspace, workspace_id)
+        mapping = field_map.load_mapping(workspace.settings if workspace else {})
+        echo.record_writes(session, workspace_id, system, contact_id, object_id, {OWNER: owner_id}, mapping)
+        echo.remember_values(session, workspace_id, system, object_id, {OWNER: owner_id})
