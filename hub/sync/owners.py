@@ -13,8 +13,11 @@ in `OwnerId` (its active Users); the two are matched through the user's email (D
   and makes sure the directory knows the owner ids the event names; `resolve_change` (in the
   transaction, after echo suppression, which works on the CRM's ids) replaces the id by the
   user's email from the kept directory. An unknown id leaves the contact's owner unchanged,
-  logged and noted in sync_log ("owner.unknown", a decision). A Salesforce record owned by the
+  logged and noted in sync_log ("owner.unknown", a decision; "owner.unresolved" when the directory
+  could not be listed: processing never waits on a CRM). A Salesforce record owned by the
   hub's integration user was created by the hub: that is nobody's assignment and is not taken.
+- crm_always: a person's owner edit in the CRM the rule does not name is not taken, and
+  `restore_owner` pushes the named CRM's owner back to it (`overruled` tells when).
 - Outbound: `owner_ids_for_push` maps the owner emails a push batch needs to one CRM's ids (one
   listing); `crm_owner_id` gives the push engine the id, or a note when the CRM has no such user.
 - Handoff: the MQL handoff writes owners itself. `fill_owner_ids` finds the CRM user by the rep's
@@ -36,11 +39,13 @@ from hub import defaults
 from hub.changes import ContactChange
 from hub.connectors.base import CrmUser
 from hub.db import transaction
-from hub.exceptions import FatalError, PayloadError, UnsupportedEventError
+from hub.exceptions import FatalError, PayloadError, RetriableError, UnsupportedEventError
 from hub.logs import mask_email
 from hub.mappings import fields as field_map
 from hub.mappings.transforms import blank
-from hub.models import Connection, Event, SyncLog, Workspace
+from hub.models import Connection, Contact, Event, SyncLog, Workspace
+from hub.sync import echo
+from hub.sync.push import schedule_push
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +84,10 @@ class OwnerDirectory:
     def id_for(self, email: str) -> str | None:
         return self._find("emails", email.strip().lower())
 
+    def listed(self) -> bool:
+        """Whether a listing is at hand (False: never listed, or the kept one expired)."""
+        return self._load()["fetched_at"] > 0
+
     def ensure_ids(self, owner_ids: Iterable[str]) -> None:
         """Make the kept listing cover these ids if the CRM knows them (one refresh at most)."""
         listing = self._load()
@@ -114,10 +123,30 @@ class OwnerDirectory:
         return True
 
     def _fetch(self) -> list[CrmUser]:
+        """List the CRM's users; after a failed listing, no new try for OWNER_DIRECTORY_REFRESH_SECONDS."""
         self.refreshed = True
-        users = self.fetch()
+        if self._failed_recently():
+            raise RetriableError(f"{self.system} user directory: the last listing failed; not tried again yet",
+                                 retry_after=defaults.OWNER_DIRECTORY_REFRESH_SECONDS)
+        try:
+            users = self.fetch()
+        except (RetriableError, FatalError):
+            self._remember_failure()
+            raise
         logger.info("%s user directory of workspace %s: %s users", self.system, self.workspace_id, len(users))
         return users
+
+    def _failed_recently(self) -> bool:
+        try:
+            return bool(self.conn.exists(self.cache_key + ":failed"))
+        except redis.RedisError:
+            return False
+
+    def _remember_failure(self) -> None:
+        try:
+            self.conn.set(self.cache_key + ":failed", "1", ex=defaults.OWNER_DIRECTORY_REFRESH_SECONDS)
+        except redis.RedisError:
+            pass                            # without Redis each directory object tries once
 
     def _store(self, users: list[CrmUser]) -> None:
         self._listing = _index(users, self.clock(), self.system)
@@ -171,31 +200,53 @@ def _owner_rule(session, workspace_id: str) -> field_map.FieldRule | None:
 
 def prepare_event(runtime, event_id: int) -> None:
     """Before the event's transaction: list the CRM's users if the event names an owner id the kept
-    directory does not know. A CRM that refuses the listing (e.g. a missing scope) is logged; the
-    owner then stays unresolved. A RetriableError goes up: the event is retried later."""
+    directory does not know. Processing never waits on a CRM: when the listing fails, it is logged
+    and the owner stays unresolved (`resolve_change` notes it, and the next message offers it again)."""
     from hub.sync.processing import receiver_module
 
     with transaction(runtime.engine) as session:
-        event = session.get(Event, event_id)
-        if event is None or event.status != "pending" or event.source not in field_map.SYSTEMS:
-            return
-        system, kind, payload, workspace_id = event.source, event.kind, event.payload or {}, event.workspace_id
-        rule = _owner_rule(session, workspace_id)
-    handler = getattr(receiver_module(system), "HANDLERS", {}).get(kind)
-    if handler is None or rule is None:
+        row = session.execute(select(Event.source, Event.kind, Event.payload, Event.workspace_id).where(
+            Event.id == event_id, Event.status == "pending")).first()
+    if row is None or row.source not in field_map.SYSTEMS:
         return
+    system, workspace_id = row.source, row.workspace_id
+    handler = getattr(receiver_module(system), "HANDLERS", {}).get(row.kind)
     try:
-        changes = handler(payload)
+        changes = handler(row.payload or {}) if handler else []
     except (PayloadError, UnsupportedEventError):
         return                              # processing reports it
-    owner_ids = {str(c.fields[OWNER]) for c in changes if c.system == system and not blank(c.fields.get(OWNER))
-                 and field_map.inbound_allowed(rule, system, c.fields[OWNER])}
+    owner_ids = {str(c.fields[OWNER]) for c in changes if c.system == system and not blank(c.fields.get(OWNER))}
+    if not owner_ids:
+        return
+    with transaction(runtime.engine) as session:
+        rule = _owner_rule(session, workspace_id)
+    owner_ids = {i for i in owner_ids if rule is not None and field_map.inbound_allowed(rule, system, i)}
     if not owner_ids:
         return
     try:
         directory(runtime, workspace_id, system).ensure_ids(owner_ids)
-    except FatalError as exc:
-        logger.warning("%s user directory unavailable (%s): owners stay unresolved", system, exc.code)
+    except (RetriableError, FatalError) as exc:
+        logger.warning("%s user directory unavailable (%s): owners stay unresolved", system, exc)
+
+
+def overruled(session, workspace_id: str, before: ContactChange, after: ContactChange) -> bool:
+    """A person changed the owner in a CRM that may not set it (crm_always names the other CRM)."""
+    if OWNER not in before.fields or OWNER in after.fields or blank(before.fields[OWNER]):
+        return False
+    rule = _owner_rule(session, workspace_id)
+    if rule is None or rule.direction != "crm_always" or rule.crm == before.system:
+        return False
+    settings = session.scalar(select(Connection.settings).where(
+        Connection.workspace_id == workspace_id, Connection.kind == before.system)) or {}
+    return not echo.written_by_hub(before, settings)
+
+
+def restore_owner(session, workspace_id: str, contact_id: str) -> None:
+    """The named CRM always wins: push the contact's owner back to the CRM a person overruled it in
+    (the push engine writes only where the CRM's value differs). No known owner: nothing to restore."""
+    contact = session.get(Contact, contact_id)
+    if contact is not None and not blank(contact.owner):
+        schedule_push(session, workspace_id, contact_id, {OWNER}, "hub")
 
 
 def resolve_change(session, runtime, workspace_id: str, change: ContactChange) -> ContactChange:
@@ -211,10 +262,11 @@ def resolve_change(session, runtime, workspace_id: str, change: ContactChange) -
         fields.pop(OWNER)
         logger.debug("salesforce %s is owned by the integration user: no owner taken", change.external_id)
         return _replace_fields(change, fields)
-    email = OwnerDirectory(runtime.redis(), workspace_id, change.system).email_for(owner_id)
+    users = OwnerDirectory(runtime.redis(), workspace_id, change.system)
+    email = users.email_for(owner_id)
     if email is None:
         fields.pop(OWNER)
-        _note_unknown(session, workspace_id, change, owner_id)
+        _note_unresolved(session, workspace_id, change, owner_id, listed=users.listed())
         return _replace_fields(change, fields)
     fields[OWNER] = email
     return _replace_fields(change, fields)
@@ -232,12 +284,19 @@ def _is_integration_user(session, workspace_id: str, owner_id: str) -> bool:
     return bool(user) and owner_key("salesforce", user) == owner_key("salesforce", owner_id)
 
 
-def _note_unknown(session, workspace_id: str, change: ContactChange, owner_id: str) -> None:
-    detail = f"{change.system} owner {owner_id} is no known user with an email: the contact's owner is left unchanged"
+def _note_unresolved(session, workspace_id: str, change: ContactChange, owner_id: str, listed: bool) -> None:
+    """Log and note an owner id left unresolved, and forget it in the record's snapshot: the record's
+    next message (Salesforce sends whole records) offers it again instead of looking unchanged, so a
+    user added to the CRM after the last listing is found by a later refresh."""
+    reason = "is no known user with an email" if listed else "could not be looked up (user directory unavailable)"
+    detail = f"{change.system} owner {owner_id} {reason}: the contact's owner is left unchanged"
     logger.warning("%s record %s: %s", change.system, change.external_id, detail)
-    session.add(SyncLog(workspace_id=workspace_id, target=change.system, operation="owner.unknown",
+    session.add(SyncLog(workspace_id=workspace_id, target=change.system,
+                        operation="owner.unknown" if listed else "owner.unresolved",
                         object_ids=[i for i in (change.external_id, owner_id) if i], status="decision",
                         error=detail))
+    if change.external_id:
+        echo.forget_values(session, workspace_id, change.system, change.external_id, {OWNER})
 
 
 # --- outbound -------------------------------------------------------------------------------------
@@ -284,8 +343,6 @@ def fill_owner_ids(runtime, workspace_id: str, owner_email: str | None, crm_owne
 def remember_owner_write(runtime, workspace_id: str, system: str, contact_id: str, object_id: str,
                          owner_id: str) -> None:
     """An owner the handoff wrote: into the echo ledger and the CRM snapshot (as the push engine does)."""
-    from hub.sync import echo
-
     with transaction(runtime.engine) as session:
         workspace = session.get(Workspace, workspace_id)
         mapping = field_map.load_mapping(workspace.settings if workspace else {})

@@ -162,8 +162,11 @@ def _run_hooks(session, ctx: EventContext, outcomes: list[Outcome]) -> None:
 
 def apply_change(session, ctx: EventContext, change: ContactChange) -> Outcome:
     """Apply one change in a savepoint; a unique-key race with another worker re-resolves (bounded)."""
+    overruled_owner = False
     if change.system in CRM_SYSTEMS and change.action == "upsert":
-        change = drop_echoes(session, ctx.workspace_id, change)
+        kept = drop_echoes(session, ctx.workspace_id, change)
+        overruled_owner = owners.overruled(session, ctx.workspace_id, change, kept)
+        change = kept
         if ctx.runtime is not None:
             change = owners.resolve_change(session, ctx.runtime, ctx.workspace_id, change)
     action = ACTIONS.get(change.action)
@@ -175,6 +178,8 @@ def apply_change(session, ctx: EventContext, change: ContactChange) -> Outcome:
                 outcome = action(session, ctx, change)
                 session.flush()
             outcome.origin = change.system
+            if overruled_owner and outcome.contact_id:
+                owners.restore_owner(session, ctx.workspace_id, outcome.contact_id)
             return outcome
         except IntegrityError:
             if attempt == defaults.IDENTITY_RESOLVE_ATTEMPTS:
