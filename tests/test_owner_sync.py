@@ -199,6 +199,19 @@ def test_owner_without_a_hubspot_user_is_not_written_and_the_reason_is_logged(ru
     assert "dee@seller.io" not in caplog.text
 
 
+def test_without_the_owners_scope_contacts_still_sync_and_the_owner_is_noted_once_per_push(runtime, crms):
+    crms.hubspot.owners_scope = False
+    for n in range(3):
+        salesforce_lead(crms, f"p{n}@buyer.example", crms.sf["ann"])
+    crms.settle()
+    assert all(crms.hubspot.contact_by_email(f"p{n}@buyer.example") for n in range(3))
+    assert crms.owner_writes() == []
+    assert len(crms.hubspot.owner_requests()) == 1        # a refused listing is not tried again at once
+    notes = sync_log(runtime, "push.owner")
+    assert len(notes) == 3 and {n.error for n in notes} == {
+        "the hubspot user directory is unavailable: owner not written"}
+
+
 def test_owner_id_that_is_no_user_leaves_the_owner_unchanged_and_is_noted(runtime, crms):
     lead_id = salesforce_lead(crms, "pat@buyer.example", crms.sf["ann"])
     crms.settle()

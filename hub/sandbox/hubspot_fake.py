@@ -15,7 +15,7 @@ Test controls: `faults` (seeded fraction of 429/5xx with Retry-After, or exact `
 expiry (`expire_token_after(calls=N)` or at a fake-clock time), `requests` (every request captured),
 `limiter` (110 req/10 s per portal: 429 when exceeded, `limiter.refused` counts them), `add_owner`
 (a user who can own records: listed by the owners API and offered by `hubspot_owner_id`, which then
-refuses unknown owner ids with INVALID_OPTION), `ui_edit`
+refuses unknown owner ids with INVALID_OPTION; `owners_scope = False` answers 403 MISSING_SCOPES), `ui_edit`
 (a person's change in HubSpot), and webhooks: every change queues contact.creation /
 contact.propertyChange events (changeSource INTEGRATION + sourceId = app id when written with a
 token this fake issued to the hub's app) that `take_webhook_batches()` returns in batches of ≤100
@@ -117,6 +117,7 @@ class HubSpotFake:
                                               "displayOrder": -1, "archived": False}}
         self.tasks: dict[str, dict] = {}
         self.owners: dict[str, dict] = {}
+        self.owners_scope = True                       # False: the app lacks crm.objects.owners.read (403)
         self.requests: list[CapturedRequest] = []
         self.webhook_events: list[dict] = []
         self.token_requests = 0
@@ -357,6 +358,9 @@ class HubSpotFake:
         return _json(body)
 
     def list_owners(self, request, payload) -> Response:
+        if not self.owners_scope:
+            return self._error(403, "MISSING_SCOPES", "This app hasn't been granted all required scopes to make "
+                               "this call. Read more about required scopes here: https://developers.hubspot.com/scopes.")
         limit = int(request.args.get("limit") or 100)
         if not 1 <= limit <= OWNERS_MAX_LIMIT:
             return self._error(400, "VALIDATION_ERROR", f"limit must be between 1 and {OWNERS_MAX_LIMIT}")

@@ -72,7 +72,7 @@ class SyncState:
     create: bool
     contacts: dict[str, Contact]
     links: dict[tuple[str, str], Linked]                        # (contact_id, system) -> record
-    owner_ids: dict[str, dict[str, str]] = field(default_factory=dict)   # system -> owner email -> CRM user id
+    owner_ids: dict[str, dict | None] = field(default_factory=dict)   # system -> owner email -> CRM user id
 
 
 # --- reading the state --------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def plan_contact(state: SyncState, contact: Contact, system: str, changed: set[s
         if not creating and rule.canonical not in changed:
             continue
         _plan_field(plan, rule, contact_value(contact, rule.canonical), snapshot, creating, state.mapping,
-                    owner_ids=state.owner_ids.get(system, {}))
+                    owner_ids=state.owner_ids.get(system))
     if not plan.values and not plan.notes:
         return None
     if system == "hubspot" and plan.values:
@@ -144,13 +144,14 @@ def plan_contact(state: SyncState, contact: Contact, system: str, changed: set[s
 
 def _plan_field(plan: PlannedWrite, rule: field_map.FieldRule, value: Any, snapshot: dict, creating: bool,
                 mapping: field_map.Mapping, owner_ids: dict[str, str] | None = None) -> None:
+    """Plan one field's write; `owner_ids` (email -> CRM user id, None: directory unavailable) serves the owner."""
     system = plan.system
     if creating and blank(value) and not _required_on_create(rule, plan):
         return
     if not field_map.outbound_allowed(rule, system, value, snapshot.get(rule.canonical)):
         return
     if rule.needs_lookup:       # the owner's email -> this CRM's user id
-        value, why_not = owners.crm_owner_id(system, value, owner_ids or {})
+        value, why_not = owners.crm_owner_id(system, value, owner_ids)
         if why_not:
             plan.notes.append((rule.canonical, "skipped", why_not))
         if value is None:
@@ -257,7 +258,7 @@ def push(runtime, workspace_id: str, claimed: list[Claimed], connectors: dict | 
 
 
 def _owner_ids(runtime, state: SyncState, system: str, connector: CrmConnector,
-               by_contact: dict[str, Claimed]) -> dict[str, str]:
+               by_contact: dict[str, Claimed]) -> dict[str, str] | None:
     """The CRM's user ids for the owners this batch may write to it (one directory listing, if any)."""
     rule = state.mapping.rule(owners.OWNER)
     if rule is None or not field_map.outbound_allowed(rule, system, "owner"):

@@ -125,26 +125,34 @@ class OwnerDirectory:
     def _fetch(self) -> list[CrmUser]:
         """List the CRM's users; after a failed listing, no new try for OWNER_DIRECTORY_REFRESH_SECONDS."""
         self.refreshed = True
-        if self._failed_recently():
-            raise RetriableError(f"{self.system} user directory: the last listing failed; not tried again yet",
-                                 retry_after=defaults.OWNER_DIRECTORY_REFRESH_SECONDS)
+        failed = self._failed_recently()
+        if failed:
+            message = f"{self.system} user directory: the last listing failed; not tried again yet"
+            if failed == "fatal":
+                raise FatalError(message, code="DIRECTORY_UNAVAILABLE")
+            raise RetriableError(message, retry_after=defaults.OWNER_DIRECTORY_REFRESH_SECONDS)
         try:
             users = self.fetch()
-        except (RetriableError, FatalError):
-            self._remember_failure()
+        except FatalError:
+            self._remember_failure("fatal")
+            raise
+        except RetriableError:
+            self._remember_failure("retriable")
             raise
         logger.info("%s user directory of workspace %s: %s users", self.system, self.workspace_id, len(users))
         return users
 
-    def _failed_recently(self) -> bool:
+    def _failed_recently(self) -> str | None:
+        """"fatal" or "retriable" while a failed listing's marker lasts, else None."""
         try:
-            return bool(self.conn.exists(self.cache_key + ":failed"))
+            marker = self.conn.get(self.cache_key + ":failed")
         except redis.RedisError:
-            return False
+            return None
+        return marker.decode() if isinstance(marker, bytes) else marker
 
-    def _remember_failure(self) -> None:
+    def _remember_failure(self, kind: str) -> None:
         try:
-            self.conn.set(self.cache_key + ":failed", "1", ex=defaults.OWNER_DIRECTORY_REFRESH_SECONDS)
+            self.conn.set(self.cache_key + ":failed", kind, ex=defaults.OWNER_DIRECTORY_REFRESH_SECONDS)
         except redis.RedisError:
             pass                            # without Redis each directory object tries once
 
@@ -301,10 +309,11 @@ def _note_unresolved(session, workspace_id: str, change: ContactChange, owner_id
 
 # --- outbound -------------------------------------------------------------------------------------
 
-def owner_ids_for_push(runtime, workspace_id: str, system: str, connector, emails: set[str]) -> dict[str, str]:
+def owner_ids_for_push(runtime, workspace_id: str, system: str, connector,
+                       emails: set[str]) -> dict[str, str] | None:
     """email -> the CRM's owner id, for the emails this CRM knows (one listing for the whole batch).
 
-    FatalError (the CRM refuses the listing) is logged and leaves every owner unknown;
+    None when the CRM refuses the listing (FatalError, e.g. a missing scope: logged); a
     RetriableError goes up so the pushes wait.
     """
     wanted = sorted({e.strip().lower() for e in emails if not blank(e)})
@@ -315,15 +324,17 @@ def owner_ids_for_push(runtime, workspace_id: str, system: str, connector, email
         found = {email: users.id_for(email) for email in wanted}
     except FatalError as exc:
         logger.warning("%s user directory unavailable (%s): owners are not written", system, exc.code)
-        return {}
+        return None
     return {email: owner_id for email, owner_id in found.items() if owner_id}
 
 
-def crm_owner_id(system: str, email, owner_ids: dict[str, str]) -> tuple[str | None, str | None]:
+def crm_owner_id(system: str, email, owner_ids: dict[str, str] | None) -> tuple[str | None, str | None]:
     """(the owner id to write, or None) and (why nothing is written, or None)."""
     if blank(email):
         # HubSpot clears the owner; a Salesforce record always has one (OwnerId is required).
         return ("", None) if system == "hubspot" else (None, None)
+    if owner_ids is None:
+        return None, f"the {system} user directory is unavailable: owner not written"
     owner_id = owner_ids.get(str(email).strip().lower())
     if owner_id is None:
         return None, f"no {system} user with the email {mask_email(str(email))}: owner not written"
@@ -336,7 +347,7 @@ def fill_owner_ids(runtime, workspace_id: str, owner_email: str | None, crm_owne
     for system, connector in connectors.items():
         if crm_owner_ids.get(system) or blank(owner_email) or system not in field_map.SYSTEMS:
             continue
-        found = owner_ids_for_push(runtime, workspace_id, system, connector, {owner_email})
+        found = owner_ids_for_push(runtime, workspace_id, system, connector, {owner_email}) or {}
         crm_owner_ids[system] = found.get(owner_email.strip().lower())
 
 
