@@ -64,9 +64,10 @@ def test_property_changes_fill_normalised_fields(client, runtime, hubspot_connec
     assert (jane.country, jane.phone, jane.mobile_phone) == ("DE", "+4930901820", "+4915123456789")
     assert (jane.company, jane.title, jane.company_size, jane.lifecycle_stage) == (
         "Acme GmbH", "Head of Marketing", 25, "lead")
-    assert jane.custom == {"hs_lead_status": "NEW", "hubspot_owner_id": "7654321"}
+    assert jane.custom == {"hs_lead_status": "NEW"}
+    assert jane.owner is None        # the owner is Salesforce's (crm_always): HubSpot's owner id does not set it
     assert jane.field_updated_at["first_name"] == 1764093870000       # the property's occurredAt
-    assert jane.field_updated_at["custom.hubspot_owner_id"] == 1764093870110
+    assert jane.field_updated_at["custom.hs_lead_status"] == 1764093870100
     assert len(contacts(runtime, ws(workspace))) == 1
 
 

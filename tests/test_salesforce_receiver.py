@@ -132,12 +132,13 @@ HANDLED = [
     ("notifications__lead-two.xml", [
         change(**LEAD, external_id="00Q5g00000Lq1aBEAR", changed_at=utc("2026-11-25T18:04:11"),
                fields={"company": "Acme Widgets & Co", "email": "jane.doe@example.com", "first_name": "Jane",
-                       "last_name": "Doe", "phone": "+1 415 555 0100", "title": "VP Marketing"},
-               custom={"sf_lead_source": "Web", "sf_owner_id": "0055g00000ABCdEAAX", "sf_rating": "Hot",
-                       "sf_status": "Open - Not Contacted"}),
+                       "last_name": "Doe", "phone": "+1 415 555 0100", "title": "VP Marketing",
+                       "owner": "0055g00000ABCdEAAX"},
+               custom={"sf_lead_source": "Web", "sf_rating": "Hot", "sf_status": "Open - Not Contacted"}),
         change(**LEAD, external_id="00Q5g00000Lq1aCEAR", changed_at=utc("2026-11-25T18:04:12"),
-               fields={"company": "Globex", "email": "r.roe@example.org", "last_name": "Roe"},
-               custom={"sf_owner_id": "0055g00000ABCdEAAX", "sf_status": "Working - Contacted"}),
+               fields={"company": "Globex", "email": "r.roe@example.org", "last_name": "Roe",
+                       "owner": "0055g00000ABCdEAAX"},
+               custom={"sf_status": "Working - Contacted"}),
     ]),
     # Company "[not provided]" is the hub's own placeholder; Hub_Score__c is hub-owned; conversion folds the Lead in.
     ("notifications__lead-converted.xml", [
@@ -155,8 +156,9 @@ HANDLED = [
         change(system="salesforce", object_type="Contact", external_id="0035g00000Xy9zQAAR",
                changed_at=utc("2026-11-25T18:12:30"), change_source="0055g00000ABCdEAAX",
                fields={"email": "sam.poe@example.net", "first_name": "Sam", "last_name": "Poe", "city": "Springfield",
-                       "country": "US", "state": "IL", "phone": None, "title": "Head of Operations"},
-               custom={"sf_account_id": "0015g00000AcMeQAAR", "sf_owner_id": "0055g00000ABCdEAAX"}),
+                       "country": "US", "state": "IL", "phone": None, "title": "Head of Operations",
+                       "owner": "0055g00000ABCdEAAX"},
+               custom={"sf_account_id": "0015g00000AcMeQAAR"}),
     ]),
 ]
 

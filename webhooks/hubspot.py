@@ -132,6 +132,7 @@ PROPERTY_FIELDS = {
     "numemployees": "company_size",
     "industry": "industry",
     "lifecyclestage": "lifecycle_stage",
+    "hubspot_owner_id": "owner",        # an owner id; processing matches it to the owner's email
 }
 
 # Properties that carry consent: property -> (channel, whether a true value means granted).

@@ -51,6 +51,7 @@ _ID_SUFFIX_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 _COMMON_FIELDS = {
     "Email": "email", "FirstName": "first_name", "LastName": "last_name", "Phone": "phone",
     "MobilePhone": "mobile_phone", "Title": "title",
+    "OwnerId": "owner",                 # a User (or queue) Id; processing matches it to the user's email
 }
 FIELD_MAP = {
     "Lead": {**_COMMON_FIELDS, "Company": "company", "Country": "country", "State": "state", "City": "city",
@@ -59,7 +60,7 @@ FIELD_MAP = {
                 "Country": "country", "State": "state", "City": "city"},
 }
 # Kept in `custom` under a fixed name (no canonical field yet: lifecycle follows Status later).
-CUSTOM_NAMES = {"Status": "sf_status", "OwnerId": "sf_owner_id", "AccountId": "sf_account_id"}
+CUSTOM_NAMES = {"Status": "sf_status", "AccountId": "sf_account_id"}
 # Carried in the payload for identity, ordering and echo suppression, not contact attributes.
 META_FIELDS = frozenset({
     "Id", "IsConverted", "ConvertedContactId", "ConvertedAccountId", "ConvertedOpportunityId",

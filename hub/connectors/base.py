@@ -73,6 +73,14 @@ class ChangePage:
     has_more: bool = False
 
 
+@dataclass(frozen=True)
+class CrmUser:
+    """A CRM user who can own records: HubSpot owner id / Salesforce User Id, and their email."""
+
+    id: str
+    email: str
+
+
 @dataclass
 class TaskSpec:
     """A follow-up task on a person's CRM record (the rules' MQL handoff)."""
@@ -142,7 +150,7 @@ def retry_now(exc: BaseException) -> bool:
 
 
 class CrmConnector:
-    """Read changes, batch upsert, search by email, describe fields, create tasks."""
+    """Read changes, batch upsert, search by email, describe fields, create tasks, list owners."""
 
     kind: str = ""
     batch_size: int = 100
@@ -198,6 +206,10 @@ class CrmConnector:
 
     def defer_tasks(self, bodies: dict[str, str]) -> list[WriteResult]:
         """Set each task (id -> its new body text) to the CRM's Deferred status, batched."""
+        raise NotImplementedError
+
+    def list_owners(self) -> list[CrmUser]:
+        """The users who can own records (active ones, with an email)."""
         raise NotImplementedError
 
     # --- one outbound call ------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from hubspot.crm.contacts import (
     SimplePublicObjectId,
 )
 from hubspot.crm.objects.tasks import ApiException as TasksApiException
+from hubspot.crm.owners import ApiException as OwnersApiException
 from hubspot.crm.objects.tasks import AssociationSpec, PublicAssociationsForObject, PublicObjectId
 from hubspot.crm.objects.tasks import BatchInputSimplePublicObjectBatchInput as TaskBatchUpdate
 from hubspot.crm.objects.tasks import BatchReadInputSimplePublicObjectId as TaskBatchRead
@@ -50,6 +51,7 @@ from hub.connectors.base import (
     ChangePage,
     CrmConnector,
     CrmRecord,
+    CrmUser,
     Limiter,
     TaskSpec,
     TaskState,
@@ -60,7 +62,7 @@ from hub.exceptions import FatalError, RetriableError, TokenExpiredError
 
 logger = logging.getLogger(__name__)
 
-API_EXCEPTIONS = (ContactsApiException, TasksApiException, PropertiesApiException)
+API_EXCEPTIONS = (ContactsApiException, TasksApiException, PropertiesApiException, OwnersApiException)
 
 # Properties the default field map syncs (DESIGN.md "Sync semantics").
 SYNCED_PROPERTIES = (
@@ -485,6 +487,34 @@ class HubSpotConnector(CrmConnector):
         return results
 
 
+    # --- owners ----------------------------------------------------------------------------------
+
+    def list_owners(self) -> list[CrmUser]:
+        """Every active owner with an email (GET /crm/v3/owners, paging `after`, bounded)."""
+        users: list[CrmUser] = []
+        after = None
+        for _ in range(defaults.OWNER_DIRECTORY_MAX_PAGES):
+            page = self._owners_page(after)
+            users.extend(CrmUser(str(row.id), row.email.strip().lower()) for row in page.results or []
+                         if row.id and row.email and not row.archived)
+            after = page.paging.next.after if page.paging and page.paging.next else None
+            if not after:
+                return users
+        logger.warning("HubSpot owners: stopped after %s pages", defaults.OWNER_DIRECTORY_MAX_PAGES)
+        return users
+
+    def _owners_page(self, after: str | None):
+        kwargs: dict[str, Any] = {"limit": defaults.HUBSPOT_OWNERS_PAGE_SIZE}      # archived owners are left out by default
+        if after:
+            kwargs["after"] = after
+
+        def send(token: str, info: CallInfo):
+            api = self._client(token).owners
+            return self._sdk_call(info, api.get_page_with_http_info, **kwargs)
+
+        return self._call("owners.list", [], send)
+
+
 class _CachedApis:
     """The SDK APIs this connector uses, built once per client."""
 
@@ -496,6 +526,7 @@ class _CachedApis:
         self.properties_groups = client.crm.properties.groups_api
         self.tasks_basic = client.crm.objects.tasks.basic_api
         self.tasks_batch = client.crm.objects.tasks.batch_api
+        self.owners = client.crm.owners.owners_api
 
 
 # --- error classification (the client boundary) ----------------------------------------------------

@@ -41,6 +41,7 @@ from hub.connectors.base import (
     ChangePage,
     CrmConnector,
     CrmRecord,
+    CrmUser,
     TaskSpec,
     TaskState,
     WriteResult,
@@ -71,6 +72,7 @@ TASK_PRIORITY = {"HIGH": "High", "MEDIUM": "Normal", "LOW": "Low"}
 TASK_DEFERRED = "Deferred"
 TASK_READ_FIELDS = ("Id", "Status", "IsClosed", "Description")
 EPOCH = "1970-01-01T00:00:00.000+0000"
+USER_SOQL = "SELECT Id, Email FROM User WHERE IsActive = true ORDER BY Id"
 
 
 class DescribeCache:
@@ -536,6 +538,17 @@ class SalesforceConnector(CrmConnector):
         for batch in chunks(updates, self.batch_size):
             results.extend(self._collection_call("PATCH", batch))
         return results
+
+
+    # --- owners ----------------------------------------------------------------------------------
+
+    def list_owners(self) -> list[CrmUser]:
+        """Every active User with an email (SOQL on User, following nextRecordsUrl, bounded)."""
+        users = []
+        for page in self._query_pages(USER_SOQL, max_pages=defaults.OWNER_DIRECTORY_MAX_PAGES):
+            users.extend(CrmUser(row["Id"], row["Email"].strip().lower()) for row in page["records"]
+                         if row.get("Id") and row.get("Email"))
+        return users
 
 
 # --- error classification (the client boundary) ----------------------------------------------------

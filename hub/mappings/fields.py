@@ -66,7 +66,7 @@ class FieldRule:
     refuse_too_long: bool = False                # True: refuse (log) instead of cutting
     outbound: str | None = None                  # name in OUTBOUND_TRANSFORMS
     identity_key: bool = False
-    needs_lookup: str | None = None              # e.g. "owner": values are user ids, resolved by email
+    needs_lookup: str | None = None              # "owner": CRM values are user ids, matched by email (hub.sync.owners)
 
     def crm_field(self, system: str, object_type: str | None = None) -> str | None:
         if system == "hubspot":
@@ -278,6 +278,8 @@ def inbound_value(rule: FieldRule, system: str, raw: Any) -> Any:
         return None if transforms.blank(raw) else float(raw)
     if rule.canonical == "score_reasons":
         return raw
+    if rule.needs_lookup:
+        return transforms.text(raw)         # a CRM user id; hub.sync.owners matches it to an email
     return transforms.canonical(rule.canonical, raw)
 
 

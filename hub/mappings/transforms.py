@@ -200,7 +200,7 @@ FIELD_TRANSFORMS: dict[str, Callable[[Any], Any]] = {
     "company_size": integer,
     "industry": text,
     "lifecycle_stage": text,
-    "owner": text,
+    "owner": email,          # the owner's email; CRM owner ids are matched to it by hub.sync.owners
 }
 
 PHONE_FIELDS = frozenset({"phone", "mobile_phone"})

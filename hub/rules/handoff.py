@@ -27,6 +27,7 @@ from hub.rules.notices import send_notice
 from hub.rules.routing import Choice, choose_owner
 from hub.rules.scoring import format_reasons
 from hub.rules.store import compiled_rules
+from hub.sync.owners import fill_owner_ids, remember_owner_write
 
 logger = logging.getLogger(__name__)
 
@@ -140,12 +141,15 @@ def deliver(runtime, assignment_id: int, connectors: dict | None = None) -> dict
     with transaction(runtime.engine) as session:
         delivery = _delivery(session, session.get(Assignment, assignment_id))
     connectors = connectors if connectors is not None else connectors_for(runtime, delivery.workspace_id)
+    fill_owner_ids(runtime, delivery.workspace_id, delivery.owner_email, delivery.crm_owner_ids, connectors)
     for kind, connector in sorted(connectors.items()):
         if f"{kind}_task" in delivery.refs and (f"{kind}_owner" in delivery.refs or not delivery.crm_owner_ids.get(kind)):
             continue
         object_type, record_id = _record_id(runtime, delivery, kind, connector)
         if delivery.crm_owner_ids.get(kind) and f"{kind}_owner" not in delivery.refs:
             _write_owner(connector, kind, delivery, object_type, record_id)
+            remember_owner_write(runtime, delivery.workspace_id, kind, delivery.contact_id, record_id,
+                                 delivery.crm_owner_ids[kind])
             _remember(runtime, assignment_id, f"{kind}_owner", delivery.crm_owner_ids[kind])
         if f"{kind}_task" not in delivery.refs:
             task_id = connector.create_task(_task(delivery, kind, record_id))

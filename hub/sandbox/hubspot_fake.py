@@ -13,10 +13,13 @@ Endpoints (exactly the ones hub/connectors/hubspot.py and hub/sync/tokens.py use
   POST /crm/v3/objects/tasks                        task with an association to a contact
   POST /crm/v3/objects/tasks/batch/read             tasks by id, ≤100; 207 + OBJECT_NOT_FOUND for missing ids
   POST /crm/v3/objects/tasks/batch/update           properties by id, ≤100; hs_task_status from its options
+  GET  /crm/v3/owners                               owners (PublicOwner), `limit` ≤500 and `after` paging
 
 Test controls: `faults` (seeded fraction of 429/5xx with Retry-After, or exact `fail_next`), token
 expiry (`expire_token_after(calls=N)` or at a fake-clock time), `requests` (every request captured),
-`limiter` (110 req/10 s per portal: 429 when exceeded, `limiter.refused` counts them), `ui_edit`
+`limiter` (110 req/10 s per portal: 429 when exceeded, `limiter.refused` counts them), `add_owner`
+(a user who can own records: listed by the owners API and offered by `hubspot_owner_id`, which then
+refuses unknown owner ids with INVALID_OPTION; `owners_scope = False` answers 403 MISSING_SCOPES), `ui_edit`
 (a person's change in HubSpot), `ui_edit_task` (a rep completes a task), `ui_change_email` / `ui_delete`
 (a person changes a contact's email / deletes it), and webhooks: every change queues contact.creation /
 contact.propertyChange / contact.deletion events (changeSource INTEGRATION + sourceId = app id when written with a
@@ -51,6 +54,7 @@ LEAD_STATUSES = ["NEW", "OPEN", "IN_PROGRESS", "OPEN_DEAL", "UNQUALIFIED", "ATTE
                  "BAD_TIMING"]
 EMPLOYEE_RANGES = ["1-5", "5-25", "25-50", "50-100", "100-500", "500-1000", "1000+"]
 TASK_STATUSES = ("NOT_STARTED", "IN_PROGRESS", "WAITING", "COMPLETED", "DEFERRED")   # hs_task_status options
+OWNERS_MAX_LIMIT = 500
 WEBHOOK_SUBSCRIPTIONS = {"contact.creation": 2107362, "contact.propertyChange": 2107370,
                          "contact.deletion": 2107380}
 
@@ -120,6 +124,8 @@ class HubSpotFake:
                                               "displayOrder": -1, "archived": False}}
         self.tasks: dict[str, dict] = {}
         self.archived: dict[str, dict] = {}             # contacts deleted (restorable in HubSpot for 90 days)
+        self.owners: dict[str, dict] = {}
+        self.owners_scope = True                       # False: the app lacks crm.objects.owners.read (403)
         self.requests: list[CapturedRequest] = []
         self.webhook_events: list[dict] = []
         self.token_requests = 0
@@ -142,6 +148,8 @@ class HubSpotFake:
             Rule("/crm/v3/objects/tasks", methods=["POST"], endpoint="create_task"),
             Rule("/crm/v3/objects/tasks/batch/read", methods=["POST"], endpoint="batch_read_tasks"),
             Rule("/crm/v3/objects/tasks/batch/update", methods=["POST"], endpoint="batch_update_tasks"),
+            Rule("/crm/v3/owners", methods=["GET"], endpoint="list_owners"),
+            Rule("/crm/v3/owners/", methods=["GET"], endpoint="list_owners"),
         ])
 
     # --- test controls -------------------------------------------------------------------------
@@ -181,6 +189,22 @@ class HubSpotFake:
             contact_id = self.by_email[email.lower()]
             self._archive(contact_id, "CRM_UI", f"userId:{user_id}")
             return contact_id
+    def add_owner(self, email: str, first_name: str = "", last_name: str = "", owner_id: str | None = None) -> str:
+        """A HubSpot user who can own records; returns the owner id (not the user id)."""
+        with self.lock:
+            owner_id = owner_id or str(next(self._ids) + 40_000_000)
+            user_id = next(self._ids) + 9_000_000
+            now = iso_ms(self.clock.now_ms())
+            self.owners[owner_id] = {"id": owner_id, "email": email, "type": "PERSON", "firstName": first_name,
+                                     "lastName": last_name, "userId": user_id, "userIdIncludingInactive": user_id,
+                                     "createdAt": now, "updatedAt": now, "archived": False, "teams": []}
+            options = self.properties["hubspot_owner_id"]["options"]
+            options.append({"label": f"{first_name} {last_name}".strip() or email, "value": owner_id,
+                            "displayOrder": len(options), "hidden": False})
+            return owner_id
+
+    def owner_requests(self) -> list[CapturedRequest]:
+        return [r for r in self.requests if r.path.rstrip("/") == "/crm/v3/owners"]
 
     def contact_by_email(self, email: str) -> dict | None:
         contact_id = self.by_email.get(email.lower())
@@ -412,6 +436,25 @@ class HubSpotFake:
         body = {"results": [self._public(c, props or None, history or None) for c in page[:limit]]}
         if len(page) > limit:
             link = f"{self.base_url}/crm/v3/objects/contacts?after={page[limit]['id']}"
+            body["paging"] = {"next": {"after": page[limit]["id"], "link": link}}
+        return _json(body)
+
+    def list_owners(self, request, payload) -> Response:
+        if not self.owners_scope:
+            return self._error(403, "MISSING_SCOPES", "This app hasn't been granted all required scopes to make "
+                               "this call. Read more about required scopes here: https://developers.hubspot.com/scopes.")
+        limit = int(request.args.get("limit") or 100)
+        if not 1 <= limit <= OWNERS_MAX_LIMIT:
+            return self._error(400, "VALIDATION_ERROR", f"limit must be between 1 and {OWNERS_MAX_LIMIT}")
+        archived = (request.args.get("archived") or "false").lower() == "true"
+        email = (request.args.get("email") or "").lower()
+        after = int(request.args.get("after") or 0)
+        ordered = sorted((o for o in self.owners.values() if o["archived"] == archived
+                          and (not email or o["email"].lower() == email)), key=lambda o: int(o["id"]))
+        page = [o for o in ordered if int(o["id"]) >= after][:limit + 1]
+        body = {"results": page[:limit]}
+        if len(page) > limit:
+            link = f"{self.base_url}/crm/v3/owners/?limit={limit}&after={page[limit]['id']}"
             body["paging"] = {"next": {"after": page[limit]["id"], "link": link}}
         return _json(body)
 

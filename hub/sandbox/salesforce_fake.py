@@ -12,13 +12,15 @@ Endpoints (exactly the ones hub/connectors/salesforce.py and hub/sync/tokens.py 
   POST  /services/data/v60.0/sobjects/Task              a Task with WhoId
   (Tasks are read by SOQL, IsClosed derived from Status as the default TaskStatus values define it,
   and updated through the sObject Collections PATCH above)
+Users (SELECT ... FROM User) are queried like any object; OwnerId must name a User ("005") or a
+queue ("00G"), and an inactive User cannot own a record (INACTIVE_OWNER_OR_USER).
 Every API answer carries `Sforce-Limit-Info: api-usage=N/M`; once N reaches M the org answers
 403 REQUEST_LIMIT_EXCEEDED. Datetimes use `+0000`.
 
 Test controls: `faults` (seeded 503s with Retry-After, or exact `fail_next`), token expiry
 (`expire_token_after(calls=N)` / at a fake-clock time -> 401 INVALID_SESSION_ID), `requests` (every
 request captured), `ui_edit` (a person's edit: LastModifiedById is that user, API writes carry the
-integration user), `ui_delete`, `convert_lead`, `block_duplicates` (a duplicate rule that blocks creates with
+integration user), `add_user` (the org starts with the integration user and one person), `ui_delete`, `convert_lead`, `block_duplicates` (a duplicate rule that blocks creates with
 DUPLICATES_DETECTED), and `take_outbound_messages()`: the Outbound Message SOAP bodies the org would
 send for the changes so far (≤100 notifications each, current values, one object type per message).
 """
@@ -41,10 +43,13 @@ ORG_ID = "00D5g000004ABCDEA2"
 ACTION_ID = "04k5g000000XyZaAAK"
 INTEGRATION_USER = "0055g00000INTEGAAA"
 HUMAN_USER = "0055g00000ABCdEAAX"
+INTEGRATION_USER_EMAIL = "integration.user@fake-org.example.com"
+HUMAN_USER_EMAIL = "alex.admin@fake-org.example.com"
 CLIENT_ID = "fake-sf-client-id"
 CLIENT_SECRET = "fake-sf-client-secret"
 REFRESH_TOKEN = "5Aep861FakeRefreshTokenValueForTestsOnly"
-PREFIXES = {"Lead": "00Q", "Contact": "003", "Account": "001", "Task": "00T"}
+PREFIXES = {"Lead": "00Q", "Contact": "003", "Account": "001", "Task": "00T", "User": "005"}
+OWNER_PREFIXES = ("005", "00G")             # a User or a queue
 SYSTEM_FIELDS = {"Id", "CreatedDate", "CreatedById", "LastModifiedDate", "LastModifiedById", "SystemModstamp",
                  "IsConverted", "ConvertedContactId", "ConvertedAccountId"}
 
@@ -99,12 +104,17 @@ DESCRIBE_FIELDS = {
         _field("Priority", "picklist", 255, False, picklist=["High", "Normal", "Low"]),
         _field("OwnerId", "reference", 18, False, reference_to=["User"]),
     ],
+    "User": [
+        _field("Id", "id", 18, False, False, False), _field("Username", length=80, nillable=False),
+        _field("Email", "email", 128, False), _field("FirstName", length=40), _field("LastName", length=80, nillable=False),
+        _field("IsActive", "boolean", 0, False),
+    ],
 }
 for _object_fields in DESCRIBE_FIELDS.values():
     for _f in _object_fields:
         if _f["type"] == "picklist" and "picklistValues" not in _f:
             _f["picklistValues"] = []
-REQUIRED_ON_CREATE = {"Lead": ("LastName", "Company"), "Contact": ("LastName",), "Task": ()}
+REQUIRED_ON_CREATE = {"Lead": ("LastName", "Company"), "Contact": ("LastName",), "Task": (), "User": ()}
 OUTBOUND_FIELDS = {
     "Lead": ("Id", "Company", "ConvertedContactId", "Email", "FirstName", "IsConverted", "LastModifiedById",
              "LastModifiedDate", "LastName", "MobilePhone", "OwnerId", "Phone", "Status", "Title", "Country", "State",
@@ -166,6 +176,8 @@ class SalesforceFake:
             Rule(f"{API}/sobjects/<object_type>/deleted/", methods=["GET"], endpoint="get_deleted"),
             Rule(f"{API}/sobjects/Task", methods=["POST"], endpoint="create_task"),
         ], strict_slashes=False)
+        self.add_user(INTEGRATION_USER_EMAIL, "Integration", "User", user_id=integration_user)
+        self.add_user(HUMAN_USER_EMAIL, "Alex", "Admin", user_id=HUMAN_USER)
 
     # --- test controls -------------------------------------------------------------------------
 
@@ -186,6 +198,18 @@ class SalesforceFake:
         with self.lock:
             self.recycle_bin[record_id] = (object_type, self.records[object_type].pop(record_id))
             self.deleted_log.append((object_type, record_id, self.clock.now()))
+
+    def add_user(self, email: str, first_name: str = "", last_name: str = "User", active: bool = True,
+                 user_id: str | None = None) -> str:
+        """A User of the org (who can own records while active); returns its Id."""
+        with self.lock:
+            user_id = user_id or self._new_id("User")
+            self.records["User"][user_id] = {"Id": user_id, "Username": f"{email}.fakeorg", "Email": email,
+                                             "FirstName": first_name, "LastName": last_name, "IsActive": active}
+            return user_id
+
+    def user_queries(self) -> list[CapturedRequest]:
+        return [r for r in self.api_requests() if "FROM User" in (r.query.get("q") or [""])[0]]
 
     def convert_lead(self, lead_id: str, user_id: str = HUMAN_USER) -> str:
         """Lead conversion: an Account and a Contact are created; the Lead points at them."""
@@ -390,6 +414,9 @@ class SalesforceFake:
                     value not in [p["value"] for p in spec["picklistValues"]]:
                 return _save_error("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
                                    f"{spec['label']}: bad value for restricted picklist field: {value}", [name])
+        owner_error = self._owner_error(record.get("OwnerId")) if "OwnerId" in record else None
+        if owner_error:
+            return owner_error
         required = REQUIRED_ON_CREATE.get(object_type, ())
         missing = [n for n in required if (creating and not record.get(n)) or (n in record and not record.get(n))]
         if missing:
@@ -397,6 +424,14 @@ class SalesforceFake:
         if creating and self.block_duplicates and record.get("Email") and \
                 (self.find("Lead", record["Email"]) or self.find("Contact", record["Email"])):
             return _save_error("DUPLICATES_DETECTED", "Use one of these records?", [])
+        return None
+
+    def _owner_error(self, owner_id) -> dict | None:
+        if not owner_id or not str(owner_id).startswith(OWNER_PREFIXES):
+            return _save_error("INVALID_CROSS_REFERENCE_KEY", "Owner ID: id value of incorrect type", ["OwnerId"])
+        user = next((u for i, u in self.records["User"].items() if i[:15] == str(owner_id)[:15]), None)
+        if user is not None and not user["IsActive"]:
+            return _save_error("INACTIVE_OWNER_OR_USER", "operation performed with inactive user as owner", [])
         return None
 
     @staticmethod

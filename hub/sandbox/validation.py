@@ -1,17 +1,18 @@
 """Check captured CRM requests against the vendors' documented formats and limits.
 
 HubSpot: each request must hit a documented endpoint, respect its limits (≤100 batch inputs,
-idProperty=email for upserts, record ids for batch update/archive, ≤200 search results per page) and its body must deserialise into the
+idProperty=email for upserts, record ids for batch update/archive, ≤200 search results per page, ≤500 owners per
+page) and its body must deserialise into the
 hubspot-api-client request model with client-side validation on, with no key the model does not
 know (checked recursively against the models' attribute maps). HubSpot's OpenAPI files are not
 used (they are proprietary); the SDK's models are generated from them.
 
 Salesforce: sObject Collections bodies as in the REST API guide
 (`{"allOrNone": false, "records": [{"attributes": {"type": "Lead"}, ...}]}`, ≤200 records, `id`
-only on updates; deletes as `?ids=...&allOrNone=false`, ≤200 ids), Get Deleted windows, SOQL that parses, describe
-and Task paths, OAuth refresh form fields, and the Authorization / Sforce-Call-Options headers on every API call.
-Tasks: created with sobjects/Task, read by SOQL, updated (Status, Description) through collections; HubSpot tasks
-batch read/update by id.
+only on updates; deletes as `?ids=...&allOrNone=false`, ≤200 ids), Get Deleted windows, SOQL that parses
+(Lead, Contact, Task, and User for the owner directory), describe and Task paths, OAuth refresh form fields, and
+the Authorization / Sforce-Call-Options headers on every API call. Tasks: created with sobjects/Task, read by SOQL,
+updated (Status, Description) through collections; HubSpot tasks batch read/update by id.
 
 `hubspot_violations(requests)` / `salesforce_violations(requests)` return a list of strings
 (empty = valid); tests assert it is empty.
@@ -34,6 +35,8 @@ from hub.sandbox.hubspot_fake import TASK_STATUSES as HUBSPOT_TASK_STATUSES
 
 HUBSPOT_BATCH_LIMIT = 100
 HUBSPOT_SEARCH_LIMIT = 200
+HUBSPOT_OWNERS_LIMIT = 500
+OWNERS_PARAMETERS = {"email", "after", "limit", "archived"}
 SALESFORCE_COLLECTION_LIMIT = 200
 SALESFORCE_API = "/services/data/v60.0"
 # HubSpot's search docs give sorts as {"propertyName", "direction"} objects; the SDK types them as
@@ -204,6 +207,16 @@ def _no_body(request: CapturedRequest) -> list[str]:
     return ["GET with a body"] if request.body else []
 
 
+def _check_owners(request: CapturedRequest) -> list[str]:
+    """GET /crm/v3/owners: the SDK's OwnersApi.get_page parameters (email, after, limit ≤500, archived)."""
+    problems = _no_body(request)
+    problems += [f"owners list parameter {name!r}" for name in request.query if name not in OWNERS_PARAMETERS]
+    limit = (request.query.get("limit") or ["100"])[0]
+    if not limit.isdigit() or not 1 <= int(limit) <= HUBSPOT_OWNERS_LIMIT:
+        problems.append(f"owners limit {limit} not in 1..{HUBSPOT_OWNERS_LIMIT}")
+    return problems
+
+
 HUBSPOT_ENDPOINTS = (
     ("POST", r"/crm/v3/objects/contacts/batch/upsert", _check_batch_upsert),
     ("POST", r"/crm/v3/objects/contacts/batch/read", _check_batch_read),
@@ -218,6 +231,7 @@ HUBSPOT_ENDPOINTS = (
     ("POST", r"/crm/v3/objects/tasks", _check_model(tasks_sdk, "SimplePublicObjectInputForCreate")),
     ("POST", r"/crm/v3/objects/tasks/batch/read", _check_task_batch_read),
     ("POST", r"/crm/v3/objects/tasks/batch/update", _check_task_batch_update),
+    ("GET", r"/crm/v3/owners/?", _check_owners),
     ("POST", r"/oauth/v1/token", _check_hubspot_token),
 )
 
@@ -257,6 +271,7 @@ SALESFORCE_WRITABLE = {
                 "MailingCity", "OwnerId", "AccountId", "Hub_Score__c", "Hub_Grade__c", "Hub_Score_Reasons__c"},
     "Task": {"Status", "Description"},      # updates only (the SLA defers a reassigned lead's task)
 }
+USER_FIELDS = {"Id", "Email", "IsActive", "FirstName", "LastName"}
 TASK_FIELDS = {"WhoId", "Subject", "Description", "ActivityDate", "Status", "Priority", "OwnerId"}
 TASK_READ_FIELDS = {"Id", "Status", "IsClosed", "Description"} | TASK_FIELDS
 
@@ -339,10 +354,12 @@ def _check_query(request: CapturedRequest) -> list[str]:
     problems = []
     if re.search(r"\d{4}-\d\d-\d\dT[\d:.]+\+0000", text):
         problems.append("SOQL datetime literal uses +0000 (literals need Z or +hh:mm)")
-    if parsed.object_type not in ("Lead", "Contact", "Task"):
+    if parsed.object_type not in ("Lead", "Contact", "Task", "User"):
         problems.append(f"query on {parsed.object_type}")
-    if parsed.object_type == "Task" and not set(parsed.fields) <= TASK_READ_FIELDS:
+    elif parsed.object_type == "Task" and not set(parsed.fields) <= TASK_READ_FIELDS:
         problems.append(f"Task query reads {sorted(set(parsed.fields) - TASK_READ_FIELDS)}")
+    elif parsed.object_type == "User" and not set(parsed.fields) <= USER_FIELDS:
+        problems.append(f"User fields {sorted(set(parsed.fields) - USER_FIELDS)} are not read by the hub")
     return problems
 
 

@@ -36,7 +36,7 @@ from hub.models import (
     SyncLog,
     Workspace,
 )
-from hub.sync import echo
+from hub.sync import echo, owners
 from hub.sync.push import Claimed, settle
 from hub.sync.settings import sync_settings
 
@@ -85,6 +85,7 @@ class SyncState:
     links: dict[tuple[str, str], Linked]                        # (contact_id, system) -> record
     outside: set[str] = field(default_factory=set)             # contacts outside the create segment
     deleted: set[tuple[str, str]] = field(default_factory=set)  # (contact_id, system): the CRM deleted it
+    owner_ids: dict[str, dict | None] = field(default_factory=dict)   # system -> owner email -> CRM user id
 
 
 def may_create(state: SyncState, contact: Contact, system: str) -> bool:
@@ -169,7 +170,8 @@ def plan_contact(state: SyncState, contact: Contact, system: str, changed: set[s
     for rule in field_map.writable_rules(state.mapping, system, object_type):
         if not creating and rule.canonical not in changed:
             continue
-        _plan_field(plan, rule, contact_value(contact, rule.canonical), snapshot, creating, state.mapping)
+        _plan_field(plan, rule, contact_value(contact, rule.canonical), snapshot, creating, state.mapping,
+                    owner_ids=state.owner_ids.get(system))
     if not plan.values and not plan.notes:
         return None
     if system == "hubspot" and plan.values:
@@ -190,14 +192,19 @@ def email_moves(contact: Contact, snapshot: dict, plan: PlannedWrite) -> bool:
 
 
 def _plan_field(plan: PlannedWrite, rule: field_map.FieldRule, value: Any, snapshot: dict, creating: bool,
-                mapping: field_map.Mapping) -> None:
+                mapping: field_map.Mapping, owner_ids: dict[str, str] | None = None) -> None:
+    """Plan one field's write; `owner_ids` (email -> CRM user id, None: directory unavailable) serves the owner."""
     system = plan.system
-    if rule.needs_lookup:
-        return          # owner ids need a user directory lookup: not written by the push engine
     if creating and blank(value) and not _required_on_create(rule, plan):
         return
     if not field_map.outbound_allowed(rule, system, value, snapshot.get(rule.canonical)):
         return
+    if rule.needs_lookup:       # the owner's email -> this CRM's user id
+        value, why_not = owners.crm_owner_id(system, value, owner_ids)
+        if why_not:
+            plan.notes.append((rule.canonical, "skipped", why_not))
+        if value is None:
+            return
     try:
         out = field_map.outbound_value(rule, system, value, mapping, plan.object_type)
     except field_map.RefusedValue as exc:
@@ -280,6 +287,7 @@ def push(runtime, workspace_id: str, claimed: list[Claimed], connectors: dict | 
         try:
             if system == "salesforce":
                 find_unlinked(state, system, connectors[system])
+            state.owner_ids[system] = _owner_ids(runtime, state, system, connectors[system], by_contact)
         except (RetriableError, FatalError) as exc:
             logger.warning("%s lookup failed, pushes wait: %s", system, exc)
             for contact_id in by_contact:
@@ -303,6 +311,17 @@ def push(runtime, workspace_id: str, claimed: list[Claimed], connectors: dict | 
         retry = [c for c in claimed if c.contact_id in retry_after]
         settle(session, workspace_id, done, retry, max(retry_after.values(), default=0.0))
     return _counts(outcomes, len(claimed), len(retry))
+
+
+def _owner_ids(runtime, state: SyncState, system: str, connector: CrmConnector,
+               by_contact: dict[str, Claimed]) -> dict[str, str] | None:
+    """The CRM's user ids for the owners this batch may write to it (one directory listing, if any)."""
+    rule = state.mapping.rule(owners.OWNER)
+    if rule is None or not field_map.outbound_allowed(rule, system, "owner"):
+        return {}
+    emails = {contact.owner for contact_id, contact in state.contacts.items() if contact.owner and (
+        owners.OWNER in by_contact[contact_id].fields or (contact_id, system) not in state.links)}
+    return owners.owner_ids_for_push(runtime, state.workspace_id, system, connector, emails)
 
 
 def _batch_size(system: str, connector: CrmConnector) -> int:

@@ -82,9 +82,11 @@ def process_one(rt: Runtime, event_id: int) -> tuple[str, float]:
 
     Returns the outcome and, for a retry, how long the vendor asked us to wait (0 if it did not).
     """
+    from hub.sync.owners import prepare_event
     from hub.sync.processing import process_event
 
     try:
+        prepare_event(rt, event_id)          # CRM user listings happen before the transaction, never in it
         with transaction(rt.engine) as session:
             event = _lock_event(session, rt, event_id)
             if event is None:

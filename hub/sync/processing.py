@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +25,7 @@ from hub.logs import mask_email
 from hub.mappings.transforms import epoch_ms
 from hub.models import Activity, Contact, Event
 from hub.rules.schedule import schedule_evaluation
-from hub.sync import decisions, deletions, identity
+from hub.sync import decisions, deletions, identity, owners
 from hub.sync.apply import (
     CRM_SYSTEMS,
     Stamp,
@@ -52,6 +53,7 @@ class EventContext:
     workspace_id: str
     event: Event
     change_index: int = 0                  # position of the change being applied (activity keys)
+    runtime: Any = None                    # for the owner directory (hub.sync.owners)
 
     @property
     def event_id(self) -> int:
@@ -95,7 +97,7 @@ def process_event(session, runtime, event: Event) -> str:
         return _ignored(event, exc.reason)
     if not changes:
         return _ignored(event, "no_change", "the event carries no contact change")
-    ctx = EventContext(workspace_id=event.workspace_id, event=event)
+    ctx = EventContext(workspace_id=event.workspace_id, event=event, runtime=runtime)
     outcomes = []
     for index, change in enumerate(changes):
         ctx.change_index = index
@@ -160,8 +162,13 @@ def _run_hooks(session, ctx: EventContext, outcomes: list[Outcome]) -> None:
 
 def apply_change(session, ctx: EventContext, change: ContactChange) -> Outcome:
     """Apply one change in a savepoint; a unique-key race with another worker re-resolves (bounded)."""
+    overruled_owner = False
     if change.system in CRM_SYSTEMS and change.action == "upsert":
-        change = drop_echoes(session, ctx.workspace_id, change)
+        kept = drop_echoes(session, ctx.workspace_id, change)
+        overruled_owner = owners.overruled(session, ctx.workspace_id, change, kept)
+        change = kept
+        if ctx.runtime is not None:
+            change = owners.resolve_change(session, ctx.runtime, ctx.workspace_id, change)
     action = ACTIONS.get(change.action)
     if action is None:
         return Outcome(ignored=f"unsupported_action:{change.action}")
@@ -171,6 +178,8 @@ def apply_change(session, ctx: EventContext, change: ContactChange) -> Outcome:
                 outcome = action(session, ctx, change)
                 session.flush()
             outcome.origin = change.system
+            if overruled_owner and outcome.contact_id:
+                owners.restore_owner(session, ctx.workspace_id, outcome.contact_id)
             return outcome
         except IntegrityError:
             if attempt == defaults.IDENTITY_RESOLVE_ATTEMPTS:
