@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urlsplit
 
-from hub import admin
+from hub import admin, defaults
 from hub.db import transaction
 from hub.migrate import upgrade
 from hub.models import Rep, SyncLog, utcnow
@@ -45,6 +45,8 @@ SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 # (email, HubSpot owner id, Salesforce User id) of the sandbox sales team
 REPS = (("alice@seller.example", "111", "0055g00000ALICEAAA"), ("bob@seller.example", "222", "0055g00000BOBBBAAA"))
 LEAD_EMAIL = "vp@bigco.example"
+# second-precision LastModifiedDate + SYNC_ORDER_TOLERANCE_SECONDS: an edit closer than this to the hub's write is ambiguous
+SALESFORCE_AMBIGUOUS_SECONDS = 1.0 + defaults.SYNC_ORDER_TOLERANCE_SECONDS + 0.1
 
 
 class DemoFailed(Exception):
@@ -140,6 +142,7 @@ class Demo:
 
     def edit_in_salesforce(self) -> None:
         [lead] = self.salesforce.find("Lead", LEAD_EMAIL)
+        self._after_the_hubs_last_salesforce_write()
         before = self.writes()
         self.salesforce.ui_edit("Lead", lead["Id"], {"Title": "Chief Marketing Officer"})
         seconds = self.cycle()
@@ -157,6 +160,14 @@ class Demo:
                  f"({seconds:.1f} s)")
         _require({"Salesforce shows the HubSpot edit": lead.get("Phone") == "+12025550123"})
         self._require_one_way(before, written="salesforce", echoed="hubspot")
+
+    def _after_the_hubs_last_salesforce_write(self) -> None:
+        """A rep edits a little later. Salesforce stamps edits to the second: an edit within
+        SALESFORCE_AMBIGUOUS_SECONDS of the hub's own write to that field cannot be ordered against it,
+        and the hub then writes its value again to be sure (hub.sync.echo); a real rep is slower."""
+        writes = [r.at for r in self.salesforce.api_requests() if r.path.endswith("/composite/sobjects")]
+        if writes:
+            time.sleep(max(0.0, max(writes) + SALESFORCE_AMBIGUOUS_SECONDS - self.salesforce.clock.now()))
 
     def writes(self) -> dict[str, int]:
         """Record writes the hub has sent to each sandbox so far (batch upserts / sObject Collections)."""
@@ -225,6 +236,10 @@ def set_up(stack: ExitStack, say: Callable[[str], None]) -> Demo:
     from hub.app import create_app
 
     hubspot, salesforce = HubSpotFake(), SalesforceFake()
+    for email, owner_id, user_id in REPS:            # the sales team are users of both CRMs
+        first_name = email.split("@")[0].title()
+        hubspot.add_owner(email, first_name, "Seller", owner_id=owner_id)
+        salesforce.add_user(email, first_name, "Seller", user_id=user_id)
     hs_server, sf_server = stack.enter_context(serve(hubspot)), stack.enter_context(serve(salesforce))
     instance_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="hub-demo-"))
     redis_server = EmbeddedRedisServer(instance_dir)

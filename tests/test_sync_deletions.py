@@ -23,7 +23,7 @@ def fast_sync(monkeypatch):
 def _set(workspace_id: str, *args) -> dict:
     result = CliRunner().invoke(hub_cli, ["sync", "set", "--workspace", workspace_id, *args, "--json"])
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)
 
 
 def _synced_person(crms, email: str = "dee@example.com") -> tuple[str, str]:
