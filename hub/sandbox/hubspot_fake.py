@@ -302,11 +302,9 @@ class HubSpotFake:
     # --- contacts ------------------------------------------------------------------------------
 
     def batch_upsert(self, request, payload) -> Response:
-        inputs = payload.get("inputs")
-        if not isinstance(inputs, list) or not inputs:
-            return self._error(400, "VALIDATION_ERROR", "inputs must be a non-empty list")
-        if len(inputs) > 100:
-            return self._error(400, "VALIDATION_ERROR", "Batch input limit is 100")
+        inputs, refused = self._batch_inputs(payload)
+        if refused:
+            return refused
         ids = [str(i.get("id", "")).lower() for i in inputs]
         if len(set(ids)) != len(ids):
             return self._error(400, "VALIDATION_ERROR", "Duplicate IDs found in batch input")
@@ -331,19 +329,13 @@ class HubSpotFake:
             existed = email in self.by_email
             contact = self._write(email, item.get("properties") or {}, "INTEGRATION", str(self.app_id))
             results.append({**self._public(contact, None, None), "new": not existed})
-        now = iso_ms(self.clock.now_ms())
-        body = {"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}
-        if errors:
-            return _json({**body, "numErrors": len(errors), "errors": errors}, 207)
-        return _json(body, 200)
+        return self._batch_answer(results, errors)
 
     def batch_update(self, request, payload) -> Response:
         """Partial update by record id; a new email must not belong to another contact."""
-        inputs = payload.get("inputs")
-        if not isinstance(inputs, list) or not inputs:
-            return self._error(400, "VALIDATION_ERROR", "inputs must be a non-empty list")
-        if len(inputs) > 100:
-            return self._error(400, "VALIDATION_ERROR", "Batch input limit is 100")
+        inputs, refused = self._batch_inputs(payload)
+        if refused:
+            return refused
         results, errors = [], []
         for item in inputs:
             contact_id = str(item.get("id", ""))
@@ -367,19 +359,13 @@ class HubSpotFake:
                 self._rename(contact_id, new_email, "INTEGRATION", str(self.app_id))
             self._write(contact["values"]["email"], properties, "INTEGRATION", str(self.app_id))
             results.append(self._public(contact, None, None))
-        now = iso_ms(self.clock.now_ms())
-        body = {"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}
-        if errors:
-            return _json({**body, "numErrors": len(errors), "errors": errors}, 207)
-        return _json(body, 200)
+        return self._batch_answer(results, errors)
 
     def batch_archive(self, request, payload) -> Response:
         """204 No Content on success, whatever the ids' state (archived already, or never existed)."""
-        inputs = payload.get("inputs")
-        if not isinstance(inputs, list) or not inputs:
-            return self._error(400, "VALIDATION_ERROR", "inputs must be a non-empty list")
-        if len(inputs) > 100:
-            return self._error(400, "VALIDATION_ERROR", "Batch input limit is 100")
+        inputs, refused = self._batch_inputs(payload)
+        if refused:
+            return refused
         for item in inputs:
             if str(item.get("id", "")) in self.contacts:
                 self._archive(str(item["id"]), "INTEGRATION", str(self.app_id))
@@ -400,13 +386,7 @@ class HubSpotFake:
                 missing.append(key)
                 continue
             results.append(self._public(contact, props, history))
-        now = iso_ms(self.clock.now_ms())
-        body = {"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}
-        if missing:
-            error = self._item_error("OBJECT_NOT_FOUND", "Could not get some CONTACT objects, they may be deleted "
-                                     "or not exist.", *missing)
-            return _json({**body, "numErrors": 1, "errors": [error]}, 207)
-        return _json(body, 200)
+        return self._batch_answer(results, [self._not_found("CONTACT", missing)] if missing else [])
 
     def search(self, request, payload) -> Response:
         limit = int(payload.get("limit") or 10)
@@ -544,13 +524,30 @@ class HubSpotFake:
                 "createdAt": task["createdAt"], "updatedAt": task["updatedAt"], "archived": False}
 
     def _task_batch_answer(self, results: list[dict], missing: list[str]) -> Response:
+        return self._batch_answer(results, [self._not_found("TASK", missing)] if missing else [])
+
+    # --- batch plumbing (HubSpot's batch API shapes) ---------------------------------------------
+
+    def _batch_inputs(self, payload) -> tuple[list, Response | None]:
+        """The batch's inputs, or the 400 HubSpot answers for an empty or oversized batch."""
+        inputs = payload.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            return [], self._error(400, "VALIDATION_ERROR", "inputs must be a non-empty list")
+        if len(inputs) > 100:
+            return [], self._error(400, "VALIDATION_ERROR", "Batch input limit is 100")
+        return inputs, None
+
+    def _batch_answer(self, results: list[dict], errors: list[dict]) -> Response:
+        """200 with the results, or 207 Multi-Status with the errors beside them."""
         now = iso_ms(self.clock.now_ms())
         body = {"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}
-        if missing:
-            error = self._item_error("OBJECT_NOT_FOUND", "Could not get some TASK objects, they may be deleted or "
-                                     "not exist.", *missing)
-            return _json({**body, "numErrors": 1, "errors": [error]}, 207)
+        if errors:
+            return _json({**body, "numErrors": len(errors), "errors": errors}, 207)
         return _json(body, 200)
+
+    def _not_found(self, object_name: str, ids: list[str]) -> dict:
+        return self._item_error("OBJECT_NOT_FOUND", f"Could not get some {object_name} objects, they may be deleted "
+                                "or not exist.", *ids)
 
     # --- record keeping --------------------------------------------------------------------------
 
