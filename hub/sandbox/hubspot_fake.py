@@ -485,38 +485,40 @@ class HubSpotFake:
         return _json({k: v for k, v in task.items() if k != "associations"}, 201)
 
     def batch_read_tasks(self, request, payload) -> Response:
-        inputs = payload.get("inputs") or []
-        if len(inputs) > 100:
-            return self._error(400, "VALIDATION_ERROR", "Batch input limit is 100")
+        inputs, refused = self._batch_inputs(payload)
+        if refused:
+            return refused
         wanted = ["hs_createdate", "hs_lastmodifieddate", "hs_object_id", *(payload.get("properties") or [])]
-        results, missing = [], []
-        for item in inputs:
-            task = self.tasks.get(str(item.get("id", "")))
-            if task is None:
-                missing.append(str(item.get("id", "")))
-                continue
-            results.append(self._public_task(task, wanted))
-        return self._task_batch_answer(results, missing)
+        found, missing = self._tasks_by_id(inputs)
+        return self._task_batch_answer([self._public_task(task, wanted) for task, _ in found], missing)
 
     def batch_update_tasks(self, request, payload) -> Response:
-        inputs = payload.get("inputs")
-        if not isinstance(inputs, list) or not inputs or len(inputs) > 100:
-            return self._error(400, "VALIDATION_ERROR", "inputs must hold 1..100 items")
+        inputs, refused = self._batch_inputs(payload)
+        if refused:
+            return refused
         for item in inputs:
             problem = _task_status_problem(item.get("properties") or {})
             if problem:
                 return self._error(400, "VALIDATION_ERROR", problem)
-        results, missing = [], []
+        found, missing = self._tasks_by_id(inputs)
+        results = []
+        for task, properties in found:
+            task["properties"].update(properties)
+            task["updatedAt"] = iso_ms(self.clock.now_ms())
+            results.append(self._public_task(task, ["hs_createdate", "hs_lastmodifieddate", "hs_object_id",
+                                                    *properties]))
+        return self._task_batch_answer(results, missing)
+
+    def _tasks_by_id(self, inputs: list[dict]) -> tuple[list[tuple[dict, dict]], list[str]]:
+        """(task, the input's properties) for each id found, and the ids not found."""
+        found, missing = [], []
         for item in inputs:
             task = self.tasks.get(str(item.get("id", "")))
             if task is None:
                 missing.append(str(item.get("id", "")))
-                continue
-            task["properties"].update(item.get("properties") or {})
-            task["updatedAt"] = iso_ms(self.clock.now_ms())
-            results.append(self._public_task(task, ["hs_createdate", "hs_lastmodifieddate", "hs_object_id",
-                                                    *(item.get("properties") or {})]))
-        return self._task_batch_answer(results, missing)
+            else:
+                found.append((task, dict(item.get("properties") or {})))
+        return found, missing
 
     def _public_task(self, task: dict, wanted: list[str]) -> dict:
         values = {**task["properties"], "hs_createdate": task["createdAt"], "hs_lastmodifieddate": task["updatedAt"]}
