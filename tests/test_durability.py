@@ -303,11 +303,11 @@ def flaky_vendor(monkeypatch):
     real = processing.process_event
     failing: dict[int, Exception] = {}
 
-    def process_event(session, rt, event):
+    def process_event(session, rt, event, parsed=None):
         error = failing.get(event.payload.get("objectId"))
         if error is not None:
             raise error
-        return real(session, rt, event)
+        return real(session, rt, event, parsed)
 
     monkeypatch.setattr(processing, "process_event", process_event)
     return failing

@@ -184,12 +184,12 @@ def test_logs_never_hold_tokens_or_full_personal_data(client, runtime, hubspot_c
     real_process_event = processing.process_event
     failing_object = 7009
 
-    def process_event(session, rt, event):
+    def process_event(session, rt, event, parsed=None):
         if event.payload.get("objectId") == failing_object:
             # A vendor error message echoing the request: personal data and the credential.
             raise RuntimeError(f"HubSpot refused {{'email': '{EMAIL}', 'phone': '{PHONE}'}} "
                                f"Authorization: Bearer {TOKEN} access_token={TOKEN}")
-        return real_process_event(session, rt, event)
+        return real_process_event(session, rt, event, parsed)
 
     monkeypatch.setattr(processing, "process_event", process_event)
     items = [email_event(1, email=EMAIL), property_change(7001, "phone", PHONE, 1, 1764093870000),

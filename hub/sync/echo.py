@@ -34,7 +34,8 @@ from hub.changes import ContactChange
 from hub.exceptions import InvalidValueError
 from hub.mappings import fields as field_map
 from hub.mappings.transforms import blank, epoch_ms
-from hub.models import Connection, Contact, CrmSnapshot, EchoLedger, Identity, Workspace, utcnow
+from hub.sync import connected
+from hub.models import Contact, CrmSnapshot, EchoLedger, Identity, Workspace, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -133,12 +134,6 @@ def forget_values(session, workspace_id: str, system: str, object_id: str, names
 
 # --- judging an incoming change ----------------------------------------------------------------------
 
-def _connection_settings(session, workspace_id: str, system: str) -> dict:
-    row = session.scalar(select(Connection.settings).where(
-        Connection.workspace_id == workspace_id, Connection.kind == system))
-    return row or {}
-
-
 def written_by_hub(change: ContactChange, settings: dict) -> bool:
     """The vendor's own marker says the hub's integration made this change."""
     if change.system == "hubspot":
@@ -183,7 +178,7 @@ def drop_echoes(session, workspace_id: str, change: ContactChange) -> ContactCha
         return change
     workspace = session.get(Workspace, workspace_id)
     mapping = field_map.load_mapping(workspace.settings if workspace else {})
-    ours = written_by_hub(change, _connection_settings(session, workspace_id, change.system))
+    ours = written_by_hub(change, connected.settings_of(session, workspace_id, change.system))
     contact_id = _contact_id(session, workspace_id, change)
     ledger = _ledger_hashes(session, workspace_id, change.system, contact_id, change.fields)
     snapshot = load_snapshot(session, workspace_id, change.system, change.external_id) if change.external_id else None

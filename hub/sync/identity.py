@@ -100,10 +100,15 @@ def lock_contact(session, contact_id: str) -> Contact | None:
     return session.scalar(_locked(select(Contact).where(Contact.id == contact_id)))
 
 
-def by_identity(session, workspace_id: str, ref: ExternalId) -> Contact | None:
-    contact_id = session.scalar(select(Identity.contact_id).where(
+def linked_contact_id(session, workspace_id: str, ref: ExternalId) -> str | None:
+    """The id of the contact this CRM record is linked to (no lock)."""
+    return session.scalar(select(Identity.contact_id).where(
         Identity.workspace_id == workspace_id, Identity.system == ref.system,
         Identity.external_id == ref.external_id))
+
+
+def by_identity(session, workspace_id: str, ref: ExternalId) -> Contact | None:
+    contact_id = linked_contact_id(session, workspace_id, ref)
     return lock_contact(session, contact_id) if contact_id else None
 
 
@@ -126,9 +131,15 @@ def by_phone(session, workspace_id: str, phone: str, email: str | None) -> Conta
 
 
 def resolve(session, workspace_id: str, ref: ExternalId | None, email: str | None,
-            phone: str | None) -> Contact | None:
-    """The canonical contact for this person, locked, or None for a new person."""
-    if ref is not None:
+            phone: str | None, linked_id: str | None = None) -> Contact | None:
+    """The canonical contact for this person, locked, or None for a new person.
+
+    `linked_id`: the contact `ref` is linked to, when the caller has already looked it up."""
+    if linked_id is not None:
+        contact = lock_contact(session, linked_id)
+        if contact is not None:
+            return contact
+    elif ref is not None:
         contact = by_identity(session, workspace_id, ref)
         if contact is not None:
             return contact
@@ -172,17 +183,13 @@ def tombstone(session, workspace_id: str, ref: ExternalId) -> IdentityTombstone 
         IdentityTombstone.external_id == ref.external_id))
 
 
-def deleted_before(session, workspace_id: str, ref: ExternalId, at_ms: int) -> IdentityTombstone | None:
-    """The tombstone that makes a change at `at_ms` late (made before the record was deleted)."""
-    stone = tombstone(session, workspace_id, ref)
-    if stone is not None and at_ms <= stone.deleted_at_ms:
-        return stone
-    return None
+def is_late(stone: IdentityTombstone | None, at_ms: int) -> bool:
+    """A change at `at_ms` was made before the record was deleted (the tombstone says when)."""
+    return stone is not None and at_ms <= stone.deleted_at_ms
 
 
-def revive(session, workspace_id: str, ref: ExternalId) -> str | None:
+def revive(session, stone: IdentityTombstone | None) -> str | None:
     """A change after the deletion (a restore): drop the tombstone; returns the contact it was unlinked from."""
-    stone = tombstone(session, workspace_id, ref)
     if stone is None:
         return None
     contact_id = stone.contact_id

@@ -60,6 +60,8 @@ def use_runtime(runtime_for_jobs: Runtime | None) -> None:
 
 def process_outbox(outbox_ids: list[int]) -> dict:
     """The RQ job: apply the events of these outbox rows, then settle each row."""
+    from hub.sync.owners import prepare_events
+
     rt = runtime()
     counts = {"processed": 0, "ignored": 0, "retry": 0, "failed": 0, "skipped": 0}
     for outbox_id in outbox_ids:
@@ -68,31 +70,30 @@ def process_outbox(outbox_ids: list[int]) -> dict:
             if row is None or row.done_at is not None:
                 continue
             event_ids = list((row.payload or {}).get("event_ids", ()))
+        parsed = prepare_events(rt, event_ids)   # CRM user listings happen before the transactions, never in one
         retry_after = 0.0
         for event_id in event_ids:
-            outcome, wait = process_one(rt, event_id)
+            outcome, wait = process_one(rt, event_id, parsed.get(event_id))
             counts[outcome] = counts.get(outcome, 0) + 1
             retry_after = max(retry_after, wait)
         _settle_outbox(rt, outbox_id, event_ids, retry_after)
     return counts
 
 
-def process_one(rt: Runtime, event_id: int) -> tuple[str, float]:
-    """Apply one event; its effects and its status commit together.
+def process_one(rt: Runtime, event_id: int, parsed: list | Exception | None = None) -> tuple[str, float]:
+    """Apply one event; its effects and its status commit together (`parsed`: see process_event).
 
     Returns the outcome and, for a retry, how long the vendor asked us to wait (0 if it did not).
     """
-    from hub.sync.owners import prepare_event
     from hub.sync.processing import process_event
 
     try:
-        prepare_event(rt, event_id)          # CRM user listings happen before the transaction, never in it
         with transaction(rt.engine) as session:
             event = _lock_event(session, rt, event_id)
             if event is None:
                 return "skipped", 0.0
             event.last_error = None          # before processing: an 'ignored' event carries its reason here
-            status = process_event(session, rt, event)
+            status = process_event(session, rt, event, parsed)
             _pause_for_test(session, event_id)
             event.status = status
             event.attempts += 1

@@ -9,7 +9,7 @@ in `OwnerId` (its active Users); the two are matched through the user's email (D
   OWNER_DIRECTORY_TTL_SECONDS (an in-process copy stands in while Redis is down), so a batch of N
   contacts costs one listing. An id or email it does not know re-reads the listing at most once
   per directory object, and only when the kept listing is older than OWNER_DIRECTORY_REFRESH_SECONDS.
-- Inbound: `prepare_event` runs before the event's transaction (no CRM call is made inside one)
+- Inbound: `prepare_events` runs before the events' transactions (no CRM call is made inside one)
   and makes sure the directory knows the owner ids the event names; `resolve_change` (in the
   transaction, after echo suppression, which works on the CRM's ids) replaces the id by the
   user's email from the kept directory. An unknown id leaves the contact's owner unchanged,
@@ -39,12 +39,12 @@ from hub import defaults
 from hub.changes import ContactChange
 from hub.connectors.base import CrmUser
 from hub.db import transaction
-from hub.exceptions import FatalError, PayloadError, RetriableError, UnsupportedEventError
+from hub.exceptions import FatalError, RetriableError
 from hub.logs import mask_email
 from hub.mappings import fields as field_map
 from hub.mappings.transforms import blank
-from hub.models import Connection, Contact, Event, SyncLog, Workspace
-from hub.sync import echo
+from hub.models import Contact, Event, SyncLog, Workspace
+from hub.sync import connected, echo
 from hub.sync.push import schedule_push
 
 logger = logging.getLogger(__name__)
@@ -206,26 +206,37 @@ def _owner_rule(session, workspace_id: str) -> field_map.FieldRule | None:
     return field_map.load_mapping(workspace.settings if workspace else {}).rule(OWNER)
 
 
-def prepare_event(runtime, event_id: int) -> None:
-    """Before the event's transaction: list the CRM's users if the event names an owner id the kept
+def prepare_events(runtime, event_ids: list[int]) -> dict[int, list | Exception]:
+    """Before the events' transactions: list a CRM's users if the events name owner ids the kept
     directory does not know. Processing never waits on a CRM: when the listing fails, it is logged
-    and the owner stays unresolved (`resolve_change` notes it, and the next message offers it again)."""
-    from hub.sync.processing import receiver_module
+    and the owner stays unresolved (`resolve_change` notes it, and the next message offers it again).
 
+    Returns the CRM events' changes as their handlers read them (or the error a handler raised), so
+    processing does not read them again."""
+    from hub.sync.processing import read_changes
+
+    if not event_ids:
+        return {}
     with transaction(runtime.engine) as session:
-        row = session.execute(select(Event.source, Event.kind, Event.payload, Event.workspace_id).where(
-            Event.id == event_id, Event.status == "pending")).first()
-    if row is None or row.source not in field_map.SYSTEMS:
-        return
-    system, workspace_id = row.source, row.workspace_id
-    handler = getattr(receiver_module(system), "HANDLERS", {}).get(row.kind)
-    try:
-        changes = handler(row.payload or {}) if handler else []
-    except (PayloadError, UnsupportedEventError):
-        return                              # processing reports it
-    owner_ids = {str(c.fields[OWNER]) for c in changes if c.system == system and not blank(c.fields.get(OWNER))}
-    if not owner_ids:
-        return
+        rows = session.execute(select(Event.id, Event.source, Event.kind, Event.payload, Event.workspace_id).where(
+            Event.id.in_(event_ids), Event.status == "pending", Event.source.in_(field_map.SYSTEMS))).all()
+    parsed: dict[int, list | Exception] = {}
+    named: dict[tuple[str, str], set[str]] = {}         # (workspace, system) -> owner ids
+    for row in rows:
+        try:
+            parsed[row.id] = changes = read_changes(row.source, row.kind, row.payload)
+        except Exception as exc:  # noqa: BLE001 - unreadable or a handler bug: processing records it
+            parsed[row.id] = exc
+            continue
+        named.setdefault((row.workspace_id, row.source), set()).update(
+            str(c.fields[OWNER]) for c in changes or () if c.system == row.source and not blank(c.fields.get(OWNER)))
+    for (workspace_id, system), owner_ids in named.items():
+        if owner_ids:
+            _ensure_owner_ids(runtime, workspace_id, system, owner_ids)
+    return parsed
+
+
+def _ensure_owner_ids(runtime, workspace_id: str, system: str, owner_ids: set[str]) -> None:
     with transaction(runtime.engine) as session:
         rule = _owner_rule(session, workspace_id)
     owner_ids = {i for i in owner_ids if rule is not None and field_map.inbound_allowed(rule, system, i)}
@@ -244,9 +255,7 @@ def overruled(session, workspace_id: str, before: ContactChange, after: ContactC
     rule = _owner_rule(session, workspace_id)
     if rule is None or rule.direction != "crm_always" or rule.crm == before.system:
         return False
-    settings = session.scalar(select(Connection.settings).where(
-        Connection.workspace_id == workspace_id, Connection.kind == before.system)) or {}
-    return not echo.written_by_hub(before, settings)
+    return not echo.written_by_hub(before, connected.settings_of(session, workspace_id, before.system))
 
 
 def restore_owner(session, workspace_id: str, contact_id: str) -> None:
@@ -286,9 +295,7 @@ def _replace_fields(change: ContactChange, fields: dict) -> ContactChange:
 
 
 def _is_integration_user(session, workspace_id: str, owner_id: str) -> bool:
-    settings = session.scalar(select(Connection.settings).where(
-        Connection.workspace_id == workspace_id, Connection.kind == "salesforce")) or {}
-    user = settings.get("integration_user_id")
+    user = connected.settings_of(session, workspace_id, "salesforce").get("integration_user_id")
     return bool(user) and owner_key("salesforce", user) == owner_key("salesforce", owner_id)
 
 

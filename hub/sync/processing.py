@@ -82,19 +82,28 @@ def receiver_module(source: str):
     return registry.CRM_RECEIVERS.get(source) or registry.SOURCE_RECEIVERS.get(source)
 
 
-def process_event(session, runtime, event: Event) -> str:
-    """Apply `event` to the canonical contacts: "processed", or "ignored" with the reason in last_error."""
+def read_changes(source: str, kind: str, payload: dict | None) -> list[ContactChange] | None:
+    """The changes the event's vendor module reads from its payload; None when it has no handler."""
+    handler = getattr(receiver_module(source), "HANDLERS", {}).get(kind)
+    return None if handler is None else handler(payload or {})
+
+
+def process_event(session, runtime, event: Event, parsed: list | Exception | None = None) -> str:
+    """Apply `event` to the canonical contacts: "processed", or "ignored" with the reason in last_error.
+
+    `parsed`: what `read_changes` gave for this event just before (changes or the error), if known."""
     if not _hold_write_lock(session, event):
         return event.status                 # SQLite: another worker finished it while we waited for the lock
     if event.payload == ERASED_PAYLOAD:
         return _ignored(event, "erased_payload", "the payload was erased with the person it named")
-    handler = getattr(receiver_module(event.source), "HANDLERS", {}).get(event.kind)
-    if handler is None:
-        return _ignored(event, "unknown_kind", f"no handler for {event.source} event {event.kind!r}")
     try:
-        changes = handler(event.payload or {})
+        if isinstance(parsed, Exception):
+            raise parsed
+        changes = parsed if parsed is not None else read_changes(event.source, event.kind, event.payload)
     except UnsupportedEventError as exc:
         return _ignored(event, exc.reason)
+    if changes is None:
+        return _ignored(event, "unknown_kind", f"no handler for {event.source} event {event.kind!r}")
     if not changes:
         return _ignored(event, "no_change", "the event carries no contact change")
     ctx = EventContext(workspace_id=event.workspace_id, event=event, runtime=runtime)
@@ -172,6 +181,10 @@ def apply_change(session, ctx: EventContext, change: ContactChange) -> Outcome:
     action = ACTIONS.get(change.action)
     if action is None:
         return Outcome(ignored=f"unsupported_action:{change.action}")
+    if action is upsert and not overruled_owner and _carries_nothing(change):
+        linked_id = identity.linked_contact_id(session, ctx.workspace_id, _ref(change)) if _ref(change) else None
+        if linked_id:                       # e.g. the echo of the hub's own write: nothing to apply
+            return Outcome(contact_id=linked_id, origin=change.system)
     for attempt in range(1, defaults.IDENTITY_RESOLVE_ATTEMPTS + 1):
         try:
             with session.begin_nested():
@@ -187,6 +200,11 @@ def apply_change(session, ctx: EventContext, change: ContactChange) -> Outcome:
             logger.info("event %s: another worker wrote the same person first; resolving again (%s)",
                         ctx.event_id, attempt)
     raise AssertionError("unreachable")
+
+
+def _carries_nothing(change: ContactChange) -> bool:
+    """No value, consent or activity left to apply (every field was an echo or unchanged)."""
+    return not change.fields and not change.custom and not change.consent and change.activity is None
 
 
 def _stamp(ctx: EventContext, change: ContactChange) -> Stamp:
@@ -209,21 +227,23 @@ def upsert(session, ctx: EventContext, change: ContactChange) -> Outcome:
     ref = _ref(change)
     if identity.erased(session, ws, ref, email, stamp.at_ms):
         return Outcome(ignored="erased_subject")
-    revived_contact_id = None
+    revived_contact_id = linked_id = None
     if ref is not None:
-        if identity.deleted_before(session, ws, ref, stamp.at_ms) is not None:
+        linked_id = identity.linked_contact_id(session, ws, ref)
+        stone = None if linked_id else identity.tombstone(session, ws, ref)   # a linked record has none
+        if identity.is_late(stone, stamp.at_ms):
             return Outcome(ignored="deleted_identity")
-        revived_contact_id = identity.revive(session, ws, ref)
+        revived_contact_id = identity.revive(session, stone)
     phone = phone_candidate(values)
     if ref is None and not email and not phone:
         return Outcome(ignored="no_identifier")      # nobody to attach it to; the raw event stays stored
-    contact = identity.resolve(session, ws, ref, email, phone)
+    contact = identity.resolve(session, ws, ref, email, phone, linked_id=linked_id)
     if contact is None and revived_contact_id:
         contact = identity.lock_contact(session, revived_contact_id)
     created = contact is None
     if created:
         contact = identity.new_contact(session, ws)
-    linked = identity.link(session, ws, contact, ref) if ref is not None else False
+    linked = identity.link(session, ws, contact, ref) if ref is not None and contact.id != linked_id else False
     changed = set()
     email_stamp = field_stamp(stamp, change.field_times, "email")
     if email and email != contact.email and is_newer(email_stamp, stored_stamp(contact, "email")):

@@ -22,7 +22,8 @@ from sqlalchemy.exc import IntegrityError
 
 from hub import defaults
 from hub.db import is_postgres, transaction
-from hub.models import Connection, Outbox, PendingPush, SyncLog, utcnow
+from hub.sync import connected
+from hub.models import Outbox, PendingPush, SyncLog, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ JOB = "sync_push"
 
 def schedule_push(session, workspace_id: str, contact_id: str, changed_fields: set[str], origin: str) -> None:
     """Called by processing, in its transaction, after a contact's fields changed."""
-    targets = set(session.scalars(select(Connection.kind).where(Connection.workspace_id == workspace_id)))
+    targets = set(connected.connections(session, workspace_id))
     if not targets - {origin}:
         return      # no CRM other than the one the change came from: it already holds the values
     now = utcnow()
