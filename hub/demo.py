@@ -35,13 +35,12 @@ from hub.sandbox.hubspot_fake import HubSpotFake
 from hub.sandbox.salesforce_fake import SalesforceFake
 from hub.sandbox.server import serve
 from hub.sandbox.signing import standard_webhook_headers
-from hub.sandbox.wiring import connect_hubspot_fake, connect_salesforce_fake
+from hub.sandbox.wiring import connect_hubspot_fake, connect_salesforce_fake, deliver_webhooks
 from hub.settings import Settings
 from hub.sync import jobs
 from hub.sync.worker import run_until_settled
 
 REQUEST_TIMEOUT_SECONDS = 10
-SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 # (email, HubSpot owner id, Salesforce User id) of the sandbox sales team
 REPS = (("alice@seller.example", "111", "0055g00000ALICEAAA"), ("bob@seller.example", "222", "0055g00000BOBBBAAA"))
 LEAD_EMAIL = "vp@bigco.example"
@@ -75,17 +74,13 @@ class Demo:
 
     def deliver_webhooks(self) -> int:
         """Post what the sandboxes would send (HubSpot webhooks, Salesforce Outbound Messages) to the hub."""
-        posted = 0
-        for batch in self.hubspot.take_webhook_batches():
-            body, headers = self.hubspot.signed_delivery(batch, self.hub_url + "/webhooks/hubspot")
-            self._expect_ok(self.post("/webhooks/hubspot", body, headers), "HubSpot webhook")
-            self.webhooks_posted["hubspot"] += 1
-            posted += 1
-        for body in self.salesforce.take_outbound_messages("Lead"):
-            self._expect_ok(self.post(self.salesforce_path, body, SOAP_HEADERS), "Salesforce Outbound Message")
-            self.webhooks_posted["salesforce"] += 1
-            posted += 1
-        return posted
+        def post(path: str, body: bytes, headers: dict) -> None:
+            self._expect_ok(self.post(path, body, headers), f"the webhook to {path}")
+
+        posted = deliver_webhooks(self.hubspot, self.salesforce, post, self.hub_url, self.salesforce_path)
+        for system, count in posted.items():
+            self.webhooks_posted[system] += count
+        return sum(posted.values())
 
     def cycle(self) -> float:
         """Deliver webhooks and run relay + worker until the CRMs stop answering back; seconds taken."""

@@ -17,11 +17,18 @@ from hub.sandbox.hubspot_fake import HubSpotFake
 from hub.sandbox.salesforce_fake import SalesforceFake
 from hub.sandbox.server import serve
 from hub.sandbox.validation import hubspot_violations, salesforce_violations
-from hub.sandbox.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at
+from hub.sandbox.wiring import connect_hubspot_fake, connect_salesforce_fake, deliver_webhooks, point_runtime_at
 from tests.conftest import run_pipeline
 
-HUBSPOT_URL = "http://localhost/webhooks/hubspot"
-SOAP = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+HUB_URL = "http://localhost"
+
+
+def post_with(client):
+    """A `post(path, body, headers)` for deliver_webhooks that sends through a Flask test client and expects 200."""
+    def post(path: str, body: bytes, headers: dict) -> None:
+        response = client.post(path, data=body, headers=headers)
+        assert response.status_code == 200, response.data
+    return post
 
 
 @dataclass
@@ -36,29 +43,12 @@ class TwoCrms:
     def deliver(self, rounds: int = 6) -> None:
         """Deliver every queued webhook (HubSpot batches, Outbound Messages) and run the pipeline, until quiet."""
         for _ in range(rounds):
-            deliveries = self._deliveries()
-            if not deliveries:
+            posted = deliver_webhooks(self.hubspot, self.salesforce, post_with(self.client), HUB_URL,
+                                      self.salesforce_path, object_types=("Lead", "Contact"))
+            if not sum(posted.values()):
                 return
-            for post in deliveries:
-                post()
             run_pipeline(self.runtime)
         raise AssertionError("webhooks still flowing: the CRMs ping-pong")
-
-    def _deliveries(self) -> list:
-        posts = [lambda batch=batch: self._post_hubspot(batch) for batch in self.hubspot.take_webhook_batches()]
-        for object_type in ("Lead", "Contact"):
-            posts += [lambda body=body: self._post_salesforce(body)
-                      for body in self.salesforce.take_outbound_messages(object_type)]
-        return posts
-
-    def _post_hubspot(self, batch: list[dict]) -> None:
-        body, headers = self.hubspot.signed_delivery(batch, HUBSPOT_URL)
-        response = self.client.post("/webhooks/hubspot", data=body, headers=headers)
-        assert response.status_code == 200, response.data
-
-    def _post_salesforce(self, body: bytes) -> None:
-        response = self.client.post(self.salesforce_path, data=body, headers=SOAP)
-        assert response.status_code == 200, response.data
 
     # --- what the hub holds ---------------------------------------------------------------------
 

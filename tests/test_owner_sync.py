@@ -21,13 +21,12 @@ from hub.sandbox.common import FakeClock
 from hub.sandbox.hubspot_fake import HubSpotFake
 from hub.sandbox.salesforce_fake import SalesforceFake
 from hub.sandbox.server import serve
-from hub.sandbox.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at
+from hub.sandbox.wiring import connect_hubspot_fake, connect_salesforce_fake, deliver_webhooks, point_runtime_at
 from hub.sync import echo
 from hub.sync.settings import set_direction
 from tests.conftest import run_pipeline
+from tests.sync_harness import HUB_URL, post_with
 
-HUBSPOT_URL = "http://localhost/webhooks/hubspot"
-SOAP = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 QUEUE_ID = "00G5g000000SaLeSAA"          # a Salesforce queue: it owns records but is no user
 
 
@@ -44,15 +43,10 @@ class Crms:
     def deliver(self) -> int:
         """Post every pending webhook (HubSpot first), then run the hub's jobs; returns deliveries."""
         self.hubspot.clock.advance(2.0)
-        batches = self.hubspot.take_webhook_batches()
-        messages = self.salesforce.take_outbound_messages("Lead")
-        for batch in batches:
-            body, headers = self.hubspot.signed_delivery(batch, HUBSPOT_URL)
-            assert self.client.post("/webhooks/hubspot", data=body, headers=headers).status_code == 200
-        for message in messages:
-            assert self.client.post(self.salesforce_path, data=message, headers=SOAP).status_code == 200
+        posted = sum(deliver_webhooks(self.hubspot, self.salesforce, post_with(self.client), HUB_URL,
+                                      self.salesforce_path).values())
         run_pipeline(self.runtime)
-        return len(batches) + len(messages)
+        return posted
 
     def settle(self, rounds: int = 8) -> None:
         for _ in range(rounds):

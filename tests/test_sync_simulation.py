@@ -33,10 +33,15 @@ from hub.sandbox.common import FakeClock, FaultPlan
 from hub.sandbox.hubspot_fake import HubSpotFake
 from hub.sandbox.salesforce_fake import SalesforceFake
 from hub.sandbox.server import serve
-from hub.sandbox.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at
+from hub.sandbox.wiring import (
+    HUBSPOT_WEBHOOK_PATH,
+    SOAP_HEADERS,
+    connect_hubspot_fake,
+    connect_salesforce_fake,
+    point_runtime_at,
+)
 
-HUBSPOT_URL = "http://localhost/webhooks/hubspot"
-SOAP = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+HUBSPOT_URL = "http://localhost" + HUBSPOT_WEBHOOK_PATH
 # canonical field -> (HubSpot property, Salesforce Lead field): the two_way text fields people edit
 EDITED = {"first_name": ("firstname", "FirstName"), "last_name": ("lastname", "LastName"),
           "title": ("jobtitle", "Title"), "city": ("city", "City"), "company": ("company", "Company")}
@@ -154,10 +159,10 @@ class Simulation:
         system, payload = delivery
         if system == "hubspot":
             body, headers = self.hubspot.signed_delivery(payload, HUBSPOT_URL)
-            response = self.client.post("/webhooks/hubspot", data=body, headers=headers)
+            response = self.client.post(HUBSPOT_WEBHOOK_PATH, data=body, headers=headers)
         else:
             self._observe(payload)
-            response = self.client.post(self.salesforce_path, data=payload, headers=SOAP)
+            response = self.client.post(self.salesforce_path, data=payload, headers=SOAP_HEADERS)
         assert response.status_code == 200, response.data
 
     def settle(self, rounds: int = 12) -> None:

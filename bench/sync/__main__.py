@@ -40,7 +40,12 @@ from hub.sync import jobs, push  # noqa: E402
 from hub.sandbox.hubspot_fake import HubSpotFake  # noqa: E402
 from hub.sandbox.salesforce_fake import SalesforceFake  # noqa: E402
 from hub.sandbox.server import serve  # noqa: E402
-from hub.sandbox.wiring import connect_hubspot_fake, connect_salesforce_fake, point_runtime_at  # noqa: E402
+from hub.sandbox.wiring import (  # noqa: E402
+    connect_hubspot_fake,
+    connect_salesforce_fake,
+    deliver_webhooks,
+    point_runtime_at,
+)
 
 CONSTANT_CALLS = 2          # c: calls allowed beyond the batches (a token refresh, one retried batch)
 
@@ -135,13 +140,11 @@ class Deliverer(threading.Thread):
         self.hubspot, self.salesforce, self.path, self.stop = hubspot, salesforce, salesforce_path, stop
 
     def run(self) -> None:
+        def post(path: str, body: bytes, headers: dict) -> None:
+            self.client.post(path, data=body, headers=headers)
+
         while not self.stop.is_set():
-            for batch in self.hubspot.take_webhook_batches():
-                body, headers = self.hubspot.signed_delivery(batch, "http://localhost/webhooks/hubspot")
-                self.client.post("/webhooks/hubspot", data=body, headers=headers)
-            for body in self.salesforce.take_outbound_messages("Lead"):
-                self.client.post(self.path, data=body, headers={"Content-Type": "text/xml; charset=utf-8",
-                                                                 "SOAPAction": '""'})
+            deliver_webhooks(self.hubspot, self.salesforce, post, "http://localhost", self.path)
             time.sleep(0.1)
 
 

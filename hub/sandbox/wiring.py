@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Callable
 
 from hub import admin
 from hub.sandbox import hubspot_fake, salesforce_fake
@@ -44,3 +45,27 @@ def connect_salesforce_fake(runtime, workspace_id: str, fake: "salesforce_fake.S
         "client_id": salesforce_fake.CLIENT_ID, "client_secret": salesforce_fake.CLIENT_SECRET},
         {"instance_url": fake.base_url, "login_url": fake.base_url,
          "integration_user_id": fake.integration_user, **settings})
+
+
+SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+HUBSPOT_WEBHOOK_PATH = "/webhooks/hubspot"
+
+
+def deliver_webhooks(hubspot: "hubspot_fake.HubSpotFake", salesforce: "salesforce_fake.SalesforceFake",
+                     post: Callable[[str, bytes, dict], object], hub_url: str, salesforce_path: str,
+                     object_types: tuple[str, ...] = ("Lead",)) -> dict[str, int]:
+    """Post what the sandboxes would send now to the hub: HubSpot's webhook batches (signed for
+    `hub_url` + /webhooks/hubspot), then the org's Outbound Messages for `object_types`.
+
+    `post(path, body, headers)` sends one delivery (a test client, or HTTP); returns deliveries per CRM.
+    """
+    posted = {"hubspot": 0, "salesforce": 0}
+    for batch in hubspot.take_webhook_batches():
+        body, headers = hubspot.signed_delivery(batch, hub_url.rstrip("/") + HUBSPOT_WEBHOOK_PATH)
+        post(HUBSPOT_WEBHOOK_PATH, body, headers)
+        posted["hubspot"] += 1
+    for object_type in object_types:
+        for body in salesforce.take_outbound_messages(object_type):
+            post(salesforce_path, body, SOAP_HEADERS)
+            posted["salesforce"] += 1
+    return posted
