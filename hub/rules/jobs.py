@@ -10,6 +10,7 @@ The periodic rows are armed by the first evaluation in a workspace (PERIODIC lis
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -32,8 +33,17 @@ PERIODIC = {
 }
 
 
+# workspace -> monotonic time this process last found its periodic rows waiting (checked again after
+# PERIODIC_CHECK_SECONDS, so evaluations do not query for them every time; a lost row is re-armed then).
+_armed: dict[str, float] = {}
+PERIODIC_CHECK_SECONDS = 60.0
+
+
 def arm_periodic(session, workspace_id: str) -> None:
     """Make sure each periodic rules job has one waiting row for the workspace."""
+    if time.monotonic() - _armed.get(workspace_id, -PERIODIC_CHECK_SECONDS) < PERIODIC_CHECK_SECONDS:
+        return
+    _armed[workspace_id] = time.monotonic()     # a rolled-back arming is simply redone after the interval
     waiting = set(session.scalars(select(Outbox.job).where(
         Outbox.workspace_id == workspace_id, Outbox.job.in_(list(PERIODIC)), Outbox.done_at.is_(None))))
     for job, interval in PERIODIC.items():

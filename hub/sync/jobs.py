@@ -197,12 +197,14 @@ def run_outbox_rows(outbox_ids: list[int], runners: dict) -> dict:
 
     rt = runtime()
     totals: dict = {}
+    with transaction(rt.engine) as session:
+        rows = session.scalars(select(Outbox).where(Outbox.id.in_(outbox_ids), Outbox.done_at.is_(None))).all()
+        session.expunge_all()
+    by_id = {row.id: row for row in rows if row.job in runners}
     for outbox_id in outbox_ids:
-        with transaction(rt.engine) as session:
-            row = session.get(Outbox, outbox_id)
-            if row is None or row.done_at is not None or row.job not in runners:
-                continue
-            session.expunge(row)
+        row = by_id.get(outbox_id)
+        if row is None:
+            continue
         totals[outbox_id] = runners[row.job](rt, row)
         with transaction(rt.engine) as session:
             session.execute(update(Outbox).where(Outbox.id == outbox_id).values(done_at=utcnow()))
