@@ -158,13 +158,21 @@ def _run_hooks(session, ctx: EventContext, outcomes: list[Outcome]) -> None:
             changed.setdefault((outcome.contact_id, outcome.origin or ""), set()).update(outcome.changed)
         if (outcome.changed or outcome.evaluate) and outcome.contact_id not in evaluate:
             evaluate.append(outcome.contact_id)
-    live = set(session.scalars(select(Contact.id).where(Contact.id.in_(evaluate)))) if evaluate else set()
+    live = _live(session, outcomes, evaluate)
     for (contact_id, origin), fields in changed.items():
         if contact_id in live:
             schedule_push(session, ctx.workspace_id, contact_id, fields, origin)
     for contact_id in evaluate:
         if contact_id in live:
             schedule_evaluation(session, ctx.workspace_id, contact_id)
+
+
+def _live(session, outcomes: list[Outcome], contact_ids: list[str]) -> set[str]:
+    """Which of `contact_ids` still exist. A single change leaves its contact in place (an upsert's
+    email merge keeps it as the survivor); a later change of the same event may merge it away."""
+    if len(outcomes) == 1:
+        return set(contact_ids)
+    return set(session.scalars(select(Contact.id).where(Contact.id.in_(contact_ids)))) if contact_ids else set()
 
 
 # --- one change -----------------------------------------------------------------------------------
