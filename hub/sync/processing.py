@@ -189,8 +189,8 @@ def apply_change(session, ctx: EventContext, change: ContactChange) -> Outcome:
     action = ACTIONS.get(change.action)
     if action is None:
         return Outcome(ignored=f"unsupported_action:{change.action}")
-    if action is upsert and not overruled_owner and _carries_nothing(change):
-        linked_id = identity.linked_contact_id(session, ctx.workspace_id, _ref(change)) if _ref(change) else None
+    if action is upsert and not overruled_owner and _carries_nothing(change) and change.external_id:
+        linked_id = identity.linked_contact_id(session, ctx.workspace_id, _ref(change))
         if linked_id:                       # e.g. the echo of the hub's own write: nothing to apply
             return Outcome(contact_id=linked_id, origin=change.system)
     for attempt in range(1, defaults.IDENTITY_RESOLVE_ATTEMPTS + 1):
