@@ -14,7 +14,9 @@ DEFAULT_HUBSPOT_RATE = "110/10s"
 DEFAULT_HUBSPOT_SEARCH_RATE = "5/1s"
 DEFAULT_SALESFORCE_API_RESERVE = 0.10
 
-QUEUE_NAME = "hub"
+QUEUE_NAME = "hub"                      # events and CRM sync: the path from a change to the other CRM
+RULES_QUEUE_NAME = "hub-rules"          # lead rules (evaluation, effects, decay, SLA): taken when the first is empty
+QUEUE_NAMES = (QUEUE_NAME, RULES_QUEUE_NAME)   # workers listen in this order
 RELAY_BATCH_ROWS = 500                  # outbox rows read per relay pass
 RELAY_EVENTS_PER_JOB = 200              # events handed to one RQ job
 RELAY_IDLE_SECONDS = 0.1                # relay sleep when nothing is ready (each stage waits half of it on average; a pass costs ~2 ms CPU)

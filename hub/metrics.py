@@ -22,7 +22,7 @@ PROCESSING_LATENCY = Histogram(
 EVENTS_PROCESSED = Counter("hub_events_processed_total", "Events processed by workers", ["status"])
 EVENTS_IGNORED = Counter("hub_events_ignored_total", "Events stored but not applied, by reason", ["source", "reason"])
 # Set at scrape time by whichever process answers it: the most recent value is the true one.
-QUEUE_DEPTH = Gauge("hub_queue_depth", "Jobs waiting in the RQ queue", multiprocess_mode="mostrecent")
+QUEUE_DEPTH = Gauge("hub_queue_depth", "Jobs waiting in the RQ queues", multiprocess_mode="mostrecent")
 FAILED_JOBS = Gauge("hub_queue_failed_jobs", "Jobs in RQ's failed registry", multiprocess_mode="mostrecent")
 OUTBOX_PENDING = Gauge("hub_outbox_pending", "Outbox rows not yet done", multiprocess_mode="mostrecent")
 OUTBOX_OLDEST_SECONDS = Gauge("hub_outbox_oldest_seconds", "Age of the oldest outbox row not yet done",

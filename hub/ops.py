@@ -63,9 +63,9 @@ def readyz():
 def _refresh_queue_gauges(runtime) -> None:
     try:
         connection = runtime.redis()
-        queue = Queue(defaults.QUEUE_NAME, connection=connection)
-        metrics.QUEUE_DEPTH.set(queue.count)
-        metrics.FAILED_JOBS.set(FailedJobRegistry(queue=queue).count)
+        queues = [Queue(name, connection=connection) for name in defaults.QUEUE_NAMES]
+        metrics.QUEUE_DEPTH.set(sum(queue.count for queue in queues))
+        metrics.FAILED_JOBS.set(sum(FailedJobRegistry(queue=queue).count for queue in queues))
     except REDIS_ERRORS as exc:  # a scrape must not fail because Redis is down
         logger.debug("queue gauges unavailable: %s", type(exc).__name__)
 

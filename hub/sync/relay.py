@@ -35,6 +35,20 @@ JOB_FUNCTIONS = {
     "rules_sla": "hub.rules.jobs.run_rules_outbox",
 }
 
+# Job functions that go to the rules queue; workers take them only when the sync queue is empty, so
+# a burst of rule evaluations never delays a change on its way to the other CRM.
+RULES_FUNCTIONS = frozenset({"hub.rules.jobs.run_rules_outbox"})
+
+
+def queues_for(connection) -> dict[str, Queue]:
+    """The hub's RQ queues by name (defaults.QUEUE_NAMES)."""
+    return {name: Queue(name, connection=connection) for name in defaults.QUEUE_NAMES}
+
+
+def _queue_name(function: str) -> str:
+    return defaults.RULES_QUEUE_NAME if function in RULES_FUNCTIONS else defaults.QUEUE_NAME
+
+
 # What a relay pass waits out instead of dying: Redis or the database being unreachable.
 OUTAGES = {
     "redis": (RedisError,),
@@ -96,7 +110,7 @@ def _fail_lost_rows(session, rows) -> list:
     return [row for row in rows if row.id not in lost_ids]
 
 
-def relay_once(runtime, queue: Queue | None = None, limit: int = defaults.RELAY_BATCH_ROWS,
+def relay_once(runtime, queues: dict[str, Queue] | None = None, limit: int = defaults.RELAY_BATCH_ROWS,
                lease_seconds: float = defaults.OUTBOX_LEASE_SECONDS) -> int:
     """Enqueue one pass of ready outbox rows. Returns the number of rows handed to RQ.
 
@@ -104,17 +118,18 @@ def relay_once(runtime, queue: Queue | None = None, limit: int = defaults.RELAY_
     in the same transaction, rolled back). If the commit itself fails after the enqueue, the rows
     go out again after their lease: a job delivered twice changes nothing.
     """
-    queue = queue or Queue(defaults.QUEUE_NAME, connection=runtime.redis())
+    queues = queues or queues_for(runtime.redis())
     with transaction(runtime.engine) as session:
         rows = _fail_lost_rows(session, _ready_rows(session, runtime.engine, limit, lease_seconds))
         if not rows:
             return 0
-        jobs = _group_into_jobs(rows)
-        queue.enqueue_many([
-            Queue.prepare_data(function, args=(ids,), timeout=defaults.JOB_TIMEOUT_SECONDS,
-                               result_ttl=0, failure_ttl=7 * 24 * 3600)
-            for function, ids in jobs
-        ])
+        by_queue: dict[str, list] = {}
+        for function, ids in _group_into_jobs(rows):
+            by_queue.setdefault(_queue_name(function), []).append(
+                Queue.prepare_data(function, args=(ids,), timeout=defaults.JOB_TIMEOUT_SECONDS,
+                                   result_ttl=0, failure_ttl=7 * 24 * 3600))
+        for name, prepared in by_queue.items():
+            queues[name].enqueue_many(prepared)
         session.execute(
             update(Outbox).where(Outbox.id.in_([r[0] for r in rows]))
             .values(enqueued_at=utcnow(), attempts=Outbox.attempts + 1)
@@ -122,11 +137,12 @@ def relay_once(runtime, queue: Queue | None = None, limit: int = defaults.RELAY_
     return len(rows)
 
 
-def drain(runtime, queue: Queue | None = None, lease_seconds: float = defaults.OUTBOX_LEASE_SECONDS) -> int:
+def drain(runtime, queues: dict[str, Queue] | None = None,
+          lease_seconds: float = defaults.OUTBOX_LEASE_SECONDS) -> int:
     """Relay until nothing is ready (used by tests and `hub replay`)."""
     total = 0
     while True:
-        moved = relay_once(runtime, queue, lease_seconds=lease_seconds)
+        moved = relay_once(runtime, queues, lease_seconds=lease_seconds)
         total += moved
         if not moved:
             return total
@@ -146,11 +162,11 @@ def run_forever(runtime, stop=lambda: False, lease_seconds: float = defaults.OUT
     RELAY_MAX_BACKOFF_SECONDS. Any other error is a bug and stops the relay loudly.
     """
     logger.info("relay started")
-    queue = Queue(defaults.QUEUE_NAME, connection=runtime.redis())
+    queues = queues_for(runtime.redis())
     wait = defaults.RELAY_REDIS_DOWN_SECONDS
     while not stop():
         try:
-            moved = relay_once(runtime, queue, lease_seconds=lease_seconds)
+            moved = relay_once(runtime, queues, lease_seconds=lease_seconds)
         except (*OUTAGES["redis"], *OUTAGES["database"]) as exc:
             logger.warning("%s unavailable, outbox rows wait %.1fs: %s", _outage(exc), wait, type(exc).__name__)
             _sleep_unless_stopped(wait, stop)

@@ -24,7 +24,7 @@ def make_worker(runtime, simple: bool = False) -> Worker:
     preload_job_modules()
     connection = runtime.redis()
     cls = SimpleWorker if simple else Worker
-    return cls([Queue(defaults.QUEUE_NAME, connection=connection)], connection=connection)
+    return cls([Queue(name, connection=connection) for name in defaults.QUEUE_NAMES], connection=connection)
 
 
 def run_burst(runtime) -> bool:
