@@ -63,7 +63,8 @@ def verify(request, secret: str, public_uri: str, now: float | None = None) -> N
     """
     body = request.get_data(cache=True)
     method = request.method
-    v3 = request.headers.get("X-HubSpot-Signature-v3")
+    headers = request.headers
+    v3 = headers.get("X-HubSpot-Signature-v3")
     if v3:
         timestamp = require_header(request, "X-HubSpot-Request-Timestamp")
         check_timestamp(parse_int_header(timestamp) / 1000, now=time.time() if now is None else now)
