@@ -57,6 +57,22 @@ def test_v3_uri_percent_escapes_are_decoded_before_hashing():
         ex["negative_cases"]["uri_with_%3A_decoded_to_colon_gives (correct per docs when HubSpot called ...src=app%3Aprod)"]
 
 
+@pytest.mark.parametrize("body", [
+    b'[{"portalId":62515,"subscriptionType":"contact.creation","objectId":1180591620717411303425}]',  # > 64 bits
+    b'[{"portalId":62515,"subscriptionType":"contact.creation","objectId":9223372036854775807}]',    # 64 bits
+    b'[{"portalId":62515,"subscriptionType":"contact.creation","objectId":101,"score":NaN}]',
+    b'[{"portalId":62515,"subscriptionType":"contact.creation","objectId":101,"n":"\\ud800"}]',    # lone surrogate
+    "[{\"portalId\":62515,\"subscriptionType\":\"contact.creation\",\"objectId\":7}]".encode("utf-16"),
+])
+def test_parsed_payloads_are_what_the_standard_json_reader_reads(body):
+    """The fast reader (orjson) must never change a value: wide integers stay exact integers, and what
+    it refuses (NaN, lone surrogates, UTF-16) is read as before."""
+    events = hubspot.parse(body)
+    expected = json.loads(body)[0]
+    assert repr(events[0].payload) == repr(expected)
+    assert events[0].dedupe_key == f"hubspot:62515::::{expected['objectId']}"
+
+
 # --- the receiver ---------------------------------------------------------------------------------
 
 def test_signed_v3_batch_is_stored_with_one_outbox_row(client, runtime, hubspot_connection):

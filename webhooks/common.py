@@ -4,9 +4,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+
+import orjson
 
 from hub import defaults
 from hub.exceptions import PayloadError, SignatureError
@@ -99,9 +102,20 @@ def from_iso(value) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def load_json(body: bytes):
-    import json
+# A run of 19 digits may be an integer orjson would turn into a float (it keeps 64 bits exactly).
+# Found by mapping every digit to "0" and everything else to " " (a regex scan costs several times more).
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_NUMBER = b"0" * 19
 
+
+def load_json(body: bytes):
+    """The body's JSON value. orjson is several times faster; the standard library decides whatever it
+    refuses (NaN, lone surrogates, other encodings) and any body with a number too wide for it."""
+    if isinstance(body, bytes) and _LONG_NUMBER not in body.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
