@@ -26,6 +26,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_soak)
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """xdist workers may end without running exit hooks: stop an embedded Redis this process started."""
+    redis_conn.stop_embedded()
+
+
 FIXTURES = Path(__file__).parent / "fixtures"
 TEST_KEY = Fernet.generate_key().decode()
 CLOSED_PORT_URL = "http://127.0.0.1:9"
