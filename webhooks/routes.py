@@ -12,6 +12,7 @@ import functools
 import logging
 import re
 import time
+from typing import Any, NamedTuple
 
 from flask import Blueprint, g, request
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -73,20 +74,26 @@ def _reject(source: str, status: int, reason: str, detail: str = ""):
     return error(status, reason, detail)
 
 
+class _SourceMetrics(NamedTuple):
+    received: Any
+    deduped: Any
+    latency: Any
+
+
 @functools.lru_cache(maxsize=None)
-def _counted(source: str) -> tuple:
-    """The metric children of one source (received, deduped, latency): `.labels()` once, not per request."""
-    return (metrics.EVENTS_RECEIVED.labels(source=source), metrics.EVENTS_DEDUPED.labels(source=source),
-            metrics.INGEST_LATENCY.labels(source=source))
+def _counted(source: str) -> _SourceMetrics:
+    """The metric children of one source: `.labels()` once per source, not per request."""
+    return _SourceMetrics(metrics.EVENTS_RECEIVED.labels(source=source),
+                          metrics.EVENTS_DEDUPED.labels(source=source), metrics.INGEST_LATENCY.labels(source=source))
 
 
 def _store(source: str, routed, status: str = "pending"):
     """Commit, then count. Database errors propagate to `database_unavailable` (503)."""
     result = ingest(current_runtime().engine, routed, status=status)
-    received, deduped, _ = _counted(source)
-    received.inc(len(result.accepted))
+    counted = _counted(source)
+    counted.received.inc(len(result.accepted))
     if result.duplicates:
-        deduped.inc(result.duplicates)
+        counted.deduped.inc(result.duplicates)
     return result
 
 
@@ -134,7 +141,7 @@ def receive(module, source: str, target: Target, **verify_kwargs):
     except RoutingError as exc:
         return _reject(source, exc.status, exc.reason)
     result = _store(source, [(target.workspace_id, event) for event in events])
-    _counted(source)[2].observe(time.perf_counter() - started)
+    _counted(source).latency.observe(time.perf_counter() - started)
     respond = getattr(module, "respond", None)
     return respond(result, target) if respond else accepted(result)
 
@@ -180,7 +187,7 @@ def hubspot_webhook():
             return _reject(source, 403, "unknown_portal")
         routed.append((target.workspace_id, event))
     result = _store(source, routed)
-    _counted(source)[2].observe(time.perf_counter() - started)
+    _counted(source).latency.observe(time.perf_counter() - started)
     return accepted(result)
 
 

@@ -35,7 +35,7 @@ from hub.exceptions import InvalidValueError
 from hub.mappings import fields as field_map
 from hub.mappings.transforms import blank, epoch_ms
 from hub.sync import connected
-from hub.models import Contact, CrmSnapshot, EchoLedger, Identity, Workspace, utcnow
+from hub.models import Contact, CrmSnapshot, EchoLedger, Identity, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -176,8 +176,7 @@ def drop_echoes(session, workspace_id: str, change: ContactChange) -> ContactCha
     """Return `change` without the fields that echo a write the hub made (judged field by field)."""
     if change.system not in CRM_SYSTEMS or change.action != "upsert" or not change.fields:
         return change
-    workspace = session.get(Workspace, workspace_id)
-    mapping = field_map.load_mapping(workspace.settings if workspace else {})
+    mapping = connected.workspace_mapping(session, workspace_id)
     ours = written_by_hub(change, connected.settings_of(session, workspace_id, change.system))
     contact_id = _contact_id(session, workspace_id, change)
     ledger = _ledger_hashes(session, workspace_id, change.system, contact_id, change.fields)

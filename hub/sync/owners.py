@@ -43,7 +43,7 @@ from hub.exceptions import FatalError, RetriableError
 from hub.logs import mask_email
 from hub.mappings import fields as field_map
 from hub.mappings.transforms import blank
-from hub.models import Contact, Event, SyncLog, Workspace
+from hub.models import Contact, Event, SyncLog
 from hub.sync import connected, echo
 from hub.sync.push import schedule_push
 
@@ -202,8 +202,7 @@ def directory(runtime, workspace_id: str, system: str, connector=None) -> OwnerD
 # --- inbound --------------------------------------------------------------------------------------
 
 def _owner_rule(session, workspace_id: str) -> field_map.FieldRule | None:
-    workspace = session.get(Workspace, workspace_id)
-    return field_map.load_mapping(workspace.settings if workspace else {}).rule(OWNER)
+    return connected.workspace_mapping(session, workspace_id).rule(OWNER)
 
 
 def prepare_events(runtime, event_ids: list[int]) -> dict[int, list | Exception]:
@@ -362,7 +361,6 @@ def remember_owner_write(runtime, workspace_id: str, system: str, contact_id: st
                          owner_id: str) -> None:
     """An owner the handoff wrote: into the echo ledger and the CRM snapshot (as the push engine does)."""
     with transaction(runtime.engine) as session:
-        workspace = session.get(Workspace, workspace_id)
-        mapping = field_map.load_mapping(workspace.settings if workspace else {})
+        mapping = connected.workspace_mapping(session, workspace_id)
         echo.record_writes(session, workspace_id, system, contact_id, object_id, {OWNER: owner_id}, mapping)
         echo.remember_values(session, workspace_id, system, object_id, {OWNER: owner_id})
