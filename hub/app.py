@@ -37,11 +37,12 @@ class NoWebhookSessions(SecureCookieSessionInterface):
 
 
 def _register_blueprints(app: Flask) -> None:
-    from hub import ops
+    from hub import api, ops
     from webhooks import routes
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(routes.bp)
+    app.register_blueprint(api.bp)
 
 
 def _too_large(_exc):

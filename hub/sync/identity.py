@@ -22,6 +22,7 @@ from hub.models import (
     Event,
     Identity,
     IdentityTombstone,
+    PendingPush,
     utcnow,
 )
 from hub.sync.apply import merge_values
@@ -312,6 +313,7 @@ def erase_contact(session, contact: Contact, keep_event_id: int | None) -> set[s
         subjects.add(identity_subject(stone.system, stone.external_id))
         session.delete(stone)
     session.execute(update(Activity).where(Activity.contact_id == contact.id).values(properties={}))
+    session.execute(delete(PendingPush).where(PendingPush.contact_id == contact.id))   # nothing left to push
     scrub = update(Event).where(Event.contact_id == contact.id)
     if keep_event_id is not None:
         scrub = scrub.where(Event.id != keep_event_id)
