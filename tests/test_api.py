@@ -60,8 +60,10 @@ def test_requests_without_a_valid_key_are_refused(client, workspace, headers, re
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_an_unknown_api_path_is_a_problem_too(client, auth):
+def test_an_unknown_api_path_or_method_is_a_problem_too(client, auth):
     assert_problem(client.get("/api/v1/nothing-here", headers=auth), 404, "not_found")
+    assert_problem(client.delete("/api/v1/erasures", headers=auth), 405, "method_not_allowed")
+    assert client.get("/not-the-api").mimetype == "text/html"          # other paths keep Flask's answer
 
 
 # --- contacts ------------------------------------------------------------------------------------
