@@ -231,6 +231,29 @@ def replay_command(event_id, failed):
         raise click.UsageError("give --event ID or --failed")
 
 
+@main.command("erase")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--email", default=None, help="the person's email address")
+@click.option("--contact", "contact_id", default=None, help="or the hub's contact id")
+@json_option
+@with_appcontext
+def erase_command(workspace_id, email, contact_id, as_json):
+    """Erase a person's data (GDPR/CCPA erasure request); only one-way hashes are kept."""
+    from hub import privacy
+    from hub.exceptions import InvalidValueError
+
+    if (email is None) == (contact_id is None):
+        raise click.UsageError("give --email or --contact")
+    try:
+        erased = privacy.erase_person(current_runtime(), workspace_id, email=email, contact_id=contact_id)
+    except InvalidValueError as exc:
+        _fail(Exception(f"invalid email: {exc}"))
+    except privacy.UnknownContact as exc:
+        _fail(exc)
+    emit({"erased_contact_id": erased.contact_id or "", "subjects_remembered": erased.subjects_remembered},
+         as_json)
+
+
 @main.command("serve")
 @click.option("--port", type=int, default=None, help="defaults to HUB_PORT (8000)")
 @click.option("--host", default="0.0.0.0", show_default=True, help="address gunicorn binds")
@@ -273,6 +296,7 @@ def _print_urls(settings, port: int) -> None:
                f"  forms       {base}/webhooks/forms/<source_key>\n"
                f"  shops       {base}/webhooks/shops/<source_key>\n"
                f"health: {base}/healthz  ready: {base}/readyz  metrics: {base}/metrics\n"
+               f"REST API: {base}/api/v1 (Bearer <api key>; {base}/api/v1/openapi.json)\n"
                "Ctrl-C stops everything.")
 
 

@@ -192,3 +192,36 @@ def test_an_erasure_request_must_be_json(client, auth):
                                content_type="application/x-www-form-urlencoded"), 415, "unsupported_media_type")
     assert_problem(client.post("/api/v1/erasures", data="[1", headers=auth, content_type="application/json"),
                    400, "malformed_json")
+
+
+# --- the same erasure from the command line ----------------------------------------------------------
+
+def test_hub_erase_erases_by_contact_id(runtime, workspace, jane):
+    import json
+
+    from click.testing import CliRunner
+
+    from hub.cli import main as hub_cli
+
+    result = CliRunner().invoke(hub_cli, ["erase", "--workspace", workspace["workspace_id"], "--contact", jane,
+                                          "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"erased_contact_id": jane, "subjects_remembered": 2}
+    with transaction(runtime.engine) as session:
+        assert session.get(Contact, jane).email is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--email", "not an address"], "invalid email"),
+    (["--contact", "0" * 32], "no contact"),
+    ([], "give --email or --contact"),
+])
+def test_hub_erase_refuses_bad_requests_and_writes_nothing(runtime, workspace, args, message):
+    from click.testing import CliRunner
+
+    from hub.cli import main as hub_cli
+
+    result = CliRunner().invoke(hub_cli, ["erase", "--workspace", workspace["workspace_id"], *args])
+    assert result.exit_code != 0 and message in result.output.lower(), result.output
+    with transaction(runtime.engine) as session:
+        assert session.scalars(select(Erasure)).all() == [] and session.scalars(select(SyncLog)).all() == []
