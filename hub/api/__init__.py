@@ -8,7 +8,10 @@ erasure requests), `openapi` (the API's OpenAPI document).
 """
 from __future__ import annotations
 
+from http import HTTPStatus
+
 from flask import Blueprint, Response, g, json, request
+from marshmallow import ValidationError
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
@@ -33,8 +36,6 @@ class Problem(Exception):
 
 
 def problem(status: int, reason: str, detail: str = "", **extra) -> Response:
-    from http import HTTPStatus
-
     body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "reason": reason}
     if detail:
         body["detail"] = detail
@@ -100,8 +101,6 @@ def json_body() -> dict:
 
 def validated(schema, values) -> dict:
     """marshmallow-validated values, or a 400 problem naming each bad field."""
-    from marshmallow import ValidationError
-
     try:
         return schema.load(values)
     except ValidationError as exc:
