@@ -37,12 +37,13 @@ class NoWebhookSessions(SecureCookieSessionInterface):
 
 
 def _register_blueprints(app: Flask) -> None:
-    from hub import api, ops
+    from hub import api, oauth, ops
     from webhooks import routes
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(routes.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(oauth.bp)
 
 
 def _too_large(_exc):
