@@ -80,7 +80,7 @@ def callback(crm: str):
     try:
         _app_config(runtime.settings, crm)           # configured at all, before anything is read
         state = _load(runtime, STATE_SALT, "state", defaults.OAUTH_STATE_MAX_AGE_SECONDS, crm)
-        _check_same_browser(crm, state["nonce"])
+        _check_same_browser(crm, state.get("nonce"))
         _check_vendor_error(crm)
         code = request.args.get("code")
         if not code:

@@ -481,3 +481,12 @@ def test_a_client_id_without_its_secret_is_a_start_up_error(runtime):
 def test_an_unknown_crm_is_404(client):
     answer = client.get("/oauth/pipedrive/install", query_string={"ticket": "x"})
     assert (answer.status_code, answer.get_json()["error"]) == (404, "unknown_crm")
+
+
+def test_the_nonce_cookie_is_lax_and_secure_behind_an_https_public_url(runtime, ws):
+    client = app_with(runtime, public_url="https://hub.example.com").test_client()
+    link = urlsplit(install_link(runtime, "hubspot", ws)["install_url"])
+
+    cookie = client.get(f"{link.path}?{link.query}").headers["Set-Cookie"]
+
+    assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=Lax" in cookie
