@@ -145,7 +145,7 @@ def test_salesforce_authorize_url_uses_the_login_host_and_the_public_url(runtime
     assert query["redirect_uri"] == "https://hub.example.com/oauth/salesforce/callback"
 
 
-def test_hubspot_authorize_base_comes_from_the_environment(runtime, ws, monkeypatch):
+def test_hubspot_authorize_base_comes_from_the_environment(runtime, ws):
     settings = Settings.from_env({"HUBSPOT_AUTHORIZE_URL": "http://127.0.0.1:8123/oauth/authorize/"})
     client = app_with(runtime, hubspot_authorize_url=settings.hubspot_authorize_url).test_client()
 
