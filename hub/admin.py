@@ -25,13 +25,14 @@ class Created:
     values: dict
 
 
-def _base_url(runtime) -> str:
+def base_url(runtime) -> str:
+    """HUB_PUBLIC_URL, else the local address `hub serve` listens on (what CLI output prints)."""
     return runtime.settings.public_url or f"http://127.0.0.1:{runtime.settings.port}"
 
 
 def source_webhook_url(runtime, kind: str, source_key: str) -> str:
     folder = "shops" if kind in SHOP_KINDS else "forms"
-    return f"{_base_url(runtime)}/webhooks/{folder}/{source_key}"
+    return f"{base_url(runtime)}/webhooks/{folder}/{source_key}"
 
 
 def create_workspace(runtime, name: str) -> dict:
@@ -43,7 +44,7 @@ def create_workspace(runtime, name: str) -> dict:
         return {"workspace_id": workspace.id, "api_key": api_key}
 
 
-def _require_workspace(session, workspace_id: str) -> Workspace:
+def require_workspace(session, workspace_id: str) -> Workspace:
     workspace = session.get(Workspace, workspace_id)
     if workspace is None:
         raise AdminError(f"no workspace {workspace_id}")
@@ -57,7 +58,7 @@ def add_source(runtime, workspace_id: str, kind: str, secret: str | None, settin
         raise AdminError(f"a {kind} source needs --secret")
     source_key = secrets.token_urlsafe(16)
     with transaction(runtime.engine) as session:
-        _require_workspace(session, workspace_id)
+        require_workspace(session, workspace_id)
         session.add(Source(workspace_id=workspace_id, kind=kind, source_key=source_key,
                            secret=runtime.vault.encrypt(secret) if secret else None, settings=settings or {}))
     return {"source_key": source_key, "webhook_url": source_webhook_url(runtime, kind, source_key)}
@@ -68,7 +69,7 @@ def connect(runtime, workspace_id: str, kind: str, account_id: str | None, crede
     """Store (or replace) a CRM connection; credentials are encrypted as one JSON object."""
     credentials = {k: v for k, v in credentials.items() if v not in (None, "")}
     with transaction(runtime.engine) as session:
-        _require_workspace(session, workspace_id)
+        require_workspace(session, workspace_id)
         row = session.scalar(select(Connection).where(
             Connection.workspace_id == workspace_id, Connection.kind == kind))
         if row is None:
@@ -80,7 +81,7 @@ def connect(runtime, workspace_id: str, kind: str, account_id: str | None, crede
         session.flush()
         source_key = row.source_key
     path = "/webhooks/hubspot" if kind == "hubspot" else f"/webhooks/salesforce/{source_key}"
-    return {"connection_id": row.id, "webhook_url": _base_url(runtime) + path}
+    return {"connection_id": row.id, "webhook_url": base_url(runtime) + path}
 
 
 def ensure_hub_fields(runtime, workspace_id: str, kind: str) -> list[str]:

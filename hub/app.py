@@ -16,7 +16,10 @@ def create_app(config: dict | None = None, runtime: Runtime | None = None) -> Fl
     app = Flask(__name__, instance_relative_config=False)
     runtime = runtime or Runtime(Settings.from_env(config))
     settings = runtime.settings
-    app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=defaults.MAX_BODY_BYTES)
+    app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=defaults.MAX_BODY_BYTES,
+                      # the OAuth callback is a top-level GET from the vendor: Lax still sends the cookie
+                      SESSION_COOKIE_SAMESITE="Lax",
+                      SESSION_COOKIE_SECURE=(settings.public_url or "").startswith("https://"))
     app.session_interface = NoWebhookSessions()
     app.extensions["hub"] = runtime
     app.extensions["hub_directory"] = Directory(runtime)
@@ -37,12 +40,13 @@ class NoWebhookSessions(SecureCookieSessionInterface):
 
 
 def _register_blueprints(app: Flask) -> None:
-    from hub import api, ops
+    from hub import api, oauth, ops
     from webhooks import routes
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(routes.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(oauth.bp)
 
 
 def _too_large(_exc):

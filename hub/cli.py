@@ -161,6 +161,29 @@ def connect_salesforce(workspace_id, instance_url, access_token, refresh_token, 
     _check_hub_fields(workspace_id, "salesforce", as_json)
 
 
+@main.command("install-link")
+@click.argument("crm", type=click.Choice(("hubspot", "salesforce")))
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--login-url", default=None,
+              help="salesforce: the org's login host (default SALESFORCE_LOGIN_URL; "
+                   "https://test.salesforce.com for a sandbox)")
+@json_option
+@with_appcontext
+def install_link_command(crm, workspace_id, login_url, as_json):
+    """Print a link (valid 1 hour) that connects CRM to the workspace through the browser OAuth flow."""
+    from hub.exceptions import OAuthError
+    from hub.oauth import install_link
+
+    if login_url and (crm != "salesforce" or not login_url.startswith(("https://", "http://"))):
+        raise click.UsageError("--login-url is an http(s) URL, for salesforce only")
+    try:
+        emit(install_link(current_runtime(), crm, workspace_id, login_url), as_json)
+    except OAuthError as exc:
+        _fail(Exception(f"{exc.reason}: {exc.detail}"))
+    except admin.AdminError as exc:
+        _fail(exc)
+
+
 def _check_hub_fields(workspace_id: str, kind: str, as_json: bool) -> None:
     """Best effort after `hub connect` (the connection is stored already): the score fields, as preflight does.
 

@@ -10,6 +10,8 @@ INGEST_GROUP_MAX_EVENTS = 1000          # events written by one group-commit sta
 DEFAULT_PORT = 8000
 DEFAULT_HUBSPOT_API_BASE = "https://api.hubapi.com"
 DEFAULT_SALESFORCE_LOGIN_URL = "https://login.salesforce.com"
+DEFAULT_HUBSPOT_AUTHORIZE_URL = "https://app.hubspot.com/oauth/authorize"
+DEV_SECRET_KEY = "dev-only-secret-key"  # HUB_SECRET_KEY unset: well known, so no install link is signed with it
 DEFAULT_HUBSPOT_RATE = "110/10s"
 DEFAULT_HUBSPOT_SEARCH_RATE = "5/1s"
 DEFAULT_SALESFORCE_API_RESERVE = 0.10
@@ -36,6 +38,17 @@ RETRY_MAX_ATTEMPTS = 4                  # bounded retries on 429/423/5xx
 RETRY_MAX_WAIT_SECONDS = 30
 
 PLACEHOLDER = "[not provided]"          # Salesforce Lead Company/LastName when blank
+
+# OAuth install flows (hub/oauth.py, hub/oauth_apps.py)
+OAUTH_TICKET_MAX_AGE_SECONDS = 3600     # an install link from `hub install-link` works this long
+OAUTH_STATE_MAX_AGE_SECONDS = 600       # the vendor's consent screen must come back within this
+OAUTH_NONCE_BYTES = 24                  # random bytes of the browser-bound nonce in `state`
+OAUTH_VENDOR_ERROR_MAX_CHARS = 200      # a vendor's error text echoed back is cut to this
+# HubSpot scopes: contacts and tasks (crm.objects.contacts.*), the score properties and their group
+# (crm.schemas.contacts.*), owners (crm.objects.owners.read); `oauth` is required by HubSpot.
+HUBSPOT_OAUTH_SCOPES = ("oauth", "crm.objects.contacts.read", "crm.objects.contacts.write",
+                        "crm.schemas.contacts.read", "crm.schemas.contacts.write", "crm.objects.owners.read")
+SALESFORCE_OAUTH_SCOPES = ("api", "refresh_token")
 
 # CRM connectors (hub/connectors, hub/sync/tokens.py, hub/sync/ratelimit.py)
 HUBSPOT_BATCH_SIZE = 100                # batch upsert/read inputs per call (HubSpot's limit)

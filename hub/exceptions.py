@@ -70,3 +70,13 @@ class UnsupportedEventError(HubError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class OAuthError(HubError):
+    """An OAuth install step refused (hub/oauth.py). `reason` is machine-readable; `status` is the HTTP answer."""
+
+    def __init__(self, reason: str, status: int = 400, detail: str = ""):
+        super().__init__(detail or reason)
+        self.reason = reason
+        self.status = status
+        self.detail = detail

@@ -37,6 +37,8 @@ class Settings:
     hubspot_api_base: str = defaults.DEFAULT_HUBSPOT_API_BASE
     salesforce_login_url: str = defaults.DEFAULT_SALESFORCE_LOGIN_URL
     public_url: str | None = None
+    hubspot_authorize_url: str = defaults.DEFAULT_HUBSPOT_AUTHORIZE_URL
+    oauth_apps: dict = field(default_factory=dict)   # crm -> {"client_id", "client_secret"[, "app_id"]}
     port: int = defaults.DEFAULT_PORT
     hubspot_rate: str = defaults.DEFAULT_HUBSPOT_RATE
     hubspot_search_rate: str = defaults.DEFAULT_HUBSPOT_SEARCH_RATE
@@ -53,12 +55,15 @@ class Settings:
         settings = cls(
             database_url=normalise_database_url(database_url),
             redis_url=env.get("HUB_REDIS_URL") or None,
-            secret_key=env.get("HUB_SECRET_KEY") or "dev-only-secret-key",
+            secret_key=env.get("HUB_SECRET_KEY") or defaults.DEV_SECRET_KEY,
             encryption_keys=tuple(k.strip() for k in keys.split(",") if k.strip()),
             instance_dir=instance_dir,
             hubspot_api_base=(env.get("HUBSPOT_API_BASE") or defaults.DEFAULT_HUBSPOT_API_BASE).rstrip("/"),
             salesforce_login_url=(env.get("SALESFORCE_LOGIN_URL") or defaults.DEFAULT_SALESFORCE_LOGIN_URL).rstrip("/"),
             public_url=(env.get("HUB_PUBLIC_URL") or "").rstrip("/") or None,
+            hubspot_authorize_url=(env.get("HUBSPOT_AUTHORIZE_URL")
+                                   or defaults.DEFAULT_HUBSPOT_AUTHORIZE_URL).rstrip("/"),
+            oauth_apps=_oauth_apps(env),
             port=int(env.get("HUB_PORT") or defaults.DEFAULT_PORT),
             hubspot_rate=env.get("HUB_HUBSPOT_RATE") or defaults.DEFAULT_HUBSPOT_RATE,
             hubspot_search_rate=env.get("HUB_HUBSPOT_SEARCH_RATE") or defaults.DEFAULT_HUBSPOT_SEARCH_RATE,
@@ -77,6 +82,23 @@ class Settings:
                 raise ConfigError("HUB_ENCRYPTION_KEYS: a key is not a valid Fernet key") from exc
         if not 0 <= self.salesforce_api_reserve < 1:
             raise ConfigError("HUB_SALESFORCE_API_RESERVE must be a fraction in [0, 1)")
+
+
+def _oauth_apps(env: dict) -> dict:
+    """The hub's own HubSpot app and Salesforce connected app, for the browser install flow.
+
+    A CRM is listed only when both its client id and secret are set (`hub/oauth.py` answers
+    `oauth_not_configured` for the others)."""
+    apps = {}
+    for crm, prefix in (("hubspot", "HUB_HUBSPOT_"), ("salesforce", "HUB_SALESFORCE_")):
+        client_id, client_secret = env.get(prefix + "CLIENT_ID"), env.get(prefix + "CLIENT_SECRET")
+        if bool(client_id) != bool(client_secret):
+            raise ConfigError(f"{prefix}CLIENT_ID and {prefix}CLIENT_SECRET are set together or not at all")
+        if client_id and client_secret:
+            apps[crm] = {"client_id": client_id, "client_secret": client_secret}
+    if "hubspot" in apps and env.get("HUB_HUBSPOT_APP_ID"):
+        apps["hubspot"]["app_id"] = env["HUB_HUBSPOT_APP_ID"]
+    return apps
 
 
 def normalise_database_url(url: str) -> str:

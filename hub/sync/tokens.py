@@ -121,21 +121,11 @@ class _RefreshingTokens:
             self._record(started, None, unreachable)
             raise unreachable from exc
         try:
-            body = self._token_answer(response)
+            body = token_answer(self.kind, response, "token refresh")
         except (RetriableError, FatalError) as exc:
             self._record(started, response, exc)
             raise
         self._record(started, response, None)
-        return body
-
-    def _token_answer(self, response: requests.Response) -> dict:
-        if response.status_code == 429 or response.status_code >= 500:
-            raise RetriableError(f"{self.kind} token endpoint answered {response.status_code}",
-                                 status=response.status_code)
-        body = _json_or_empty(response)
-        if response.status_code != 200 or "access_token" not in body:
-            code = body.get("error") or body.get("status") or f"HTTP_{response.status_code}"
-            raise FatalError(f"{self.kind} token refresh refused", code=str(code), status=response.status_code)
         return body
 
     def _record(self, started: float, response, error: Exception | None) -> None:
@@ -221,6 +211,19 @@ class StaticTokens:
 
     def refresh(self, stale_token: str) -> str:
         raise FatalError("access token refused and no refresh flow configured", code="TOKEN_EXPIRED", status=401)
+
+
+def token_answer(kind: str, response: requests.Response, action: str) -> dict:
+    """A token endpoint's JSON body, or the error: RetriableError (429, 5xx), FatalError with the
+    vendor's code (`error` for Salesforce and OAuth 2.0, `status` for HubSpot). Shared by refresh and
+    the install flow's code exchange (hub/oauth_apps.py)."""
+    if response.status_code == 429 or response.status_code >= 500:
+        raise RetriableError(f"{kind} token endpoint answered {response.status_code}", status=response.status_code)
+    body = _json_or_empty(response)
+    if response.status_code != 200 or "access_token" not in body:
+        code = body.get("error") or body.get("status") or f"HTTP_{response.status_code}"
+        raise FatalError(f"{kind} {action} refused", code=str(code), status=response.status_code)
+    return body
 
 
 def _json_or_empty(response: requests.Response) -> dict:
