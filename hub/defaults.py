@@ -74,6 +74,8 @@ RULES_EFFECT_DELAY_SECONDS = 0.5        # effects wait this long after the sync 
 RULES_DECAY_INTERVAL_SECONDS = 3600     # the periodic decay pass runs this often per workspace
 RULES_SLA_INTERVAL_SECONDS = 300        # the SLA pass runs this often per workspace
 RULES_SLA_DEFER_RETRY_HOURS = 72        # a reassigned lead's old task not yet Deferred is retried this long
+MESSAGE_CAP_MAX = 3                     # messages to one contact per channel within MESSAGE_CAP_DAYS (hub notice cap)
+MESSAGE_CAP_DAYS = 7
 
 # Two-way CRM sync (hub/sync/push.py, engine.py, echo.py, backfill.py, polling.py)
 SYNC_PUSH_COALESCE_SECONDS = 0.5        # a contact's edits within this window become one write

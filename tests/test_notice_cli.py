@@ -52,19 +52,53 @@ def test_set_email_takes_a_list_of_recipients_and_show_masks_the_password(runtim
     assert shown["kind"] == "email"
     assert shown["settings"]["password"] == "***" and shown["settings"]["port"] == 465
     assert shown["settings"]["to"] == ["sales@example.com", "ops@example.com", "boss@example.com"]
-    assert json.loads(result.output) == shown
+    assert json.loads(result.output) == {"kind": shown["kind"], "settings": shown["settings"]}
     assert "s3cret" not in invoke("show", "--workspace", ws).output
 
 
-def test_show_without_a_channel_says_notices_are_logged(ws):
+DEFAULT_CAP_LINES = ["cap.email: 3 per 7 days", "cap.sms: 3 per 7 days", "cap.webhook: 3 per 7 days"]
+
+
+def test_show_without_a_channel_says_notices_are_logged_and_shows_the_default_caps(ws):
     result = invoke("show", "--workspace", ws)
 
-    assert (result.exit_code, result.output) == (0, "kind: log (no channel configured)\n")
-    assert json.loads(invoke("show", "--workspace", ws, "--json").output) == {"kind": None, "settings": {}}
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["kind: log (no channel configured)", *DEFAULT_CAP_LINES]
+    assert json.loads(invoke("show", "--workspace", ws, "--json").output) == {
+        "kind": None, "settings": {}, "channels": {},
+        "caps": {channel: {"max": 3, "days": 7} for channel in ("email", "sms", "webhook")}}
+
+
+def test_show_for_an_unknown_workspace_fails(runtime):
+    result = invoke("show", "--workspace", "nope")
+
+    assert result.exit_code != 0 and "no workspace nope" in result.output
+
+
+def test_cap_is_stored_per_channel_and_shown(runtime, ws):
+    result = invoke("cap", "--workspace", ws, "--channel", "sms", "--max", "1", "--days", "30")
+
+    assert (result.exit_code, result.output) == (0, "channel: sms\nmax: 1\ndays: 30\n")
+    shown = invoke("show", "--workspace", ws).output.splitlines()
+    assert shown[-3:] == ["cap.email: 3 per 7 days", "cap.sms: 1 per 30 days", "cap.webhook: 3 per 7 days"]
+
+
+@pytest.mark.parametrize("args", [
+    ["--channel", "fax", "--max", "1", "--days", "1"],
+    ["--channel", "sms", "--max", "0", "--days", "1"],
+    ["--channel", "sms", "--max", "2", "--days", "0"],
+    ["--channel", "sms", "--max", "many", "--days", "1"],
+])
+def test_a_bad_cap_is_refused_and_nothing_is_stored(runtime, ws, args):
+    result = invoke("cap", "--workspace", ws, *args)
+
+    assert result.exit_code != 0
+    with transaction(runtime.engine) as session:
+        assert "message_caps" not in (session.get(Workspace, ws).settings or {})
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--kind", "pager"], "unknown notice kind 'pager'; one of email, slack"),
+    (["--kind", "pager"], "unknown notice kind pager; one of email, slack"),
     (["--kind", "slack", "--setting", "webhook_url=not a url"], '"webhook_url": ["Not a valid URL."]'),
     (["--kind", "slack"], '"webhook_url": ["Missing data for required field."]'),
     (["--kind", "slack", "--setting", "webhook_url=https://hooks.slack.com/x", "--setting", "colour=red"],

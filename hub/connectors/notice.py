@@ -1,4 +1,4 @@
-"""Outbound notice kinds (Slack, email): the message shape, the small base class and the registry.
+"""Outbound channel kinds (Slack, email, SMS, signed webhook): the message shape, the base class, the registry.
 
 Each kind declares `kind`, a marshmallow settings schema whose secret fields carry
 `metadata={"secret": True}` (masked by `masked_settings`, for logs and the UI) and one entry point,
@@ -22,7 +22,9 @@ class Notice:
     fields: dict = field(default_factory=dict, hash=False)
     url: str | None = None
     idempotency_key: str | None = None
-    to: tuple[str, ...] = ()              # email: recipients instead of the channel's default list
+    to: tuple[str, ...] = ()              # email: recipients instead of the channel's default list; sms: the number
+    event_type: str | None = None         # webhook: the event's "type"
+    data: dict = field(default_factory=dict, hash=False)   # webhook: the event's "data" (the kind filters contact fields)
 
 
 class NoticeKind:

@@ -1,4 +1,5 @@
-"""`hub notice ...`: set, show and test a workspace's notice channel (to sales).
+"""`hub notice ...`: the workspace's notice channel (to sales), its channels to contacts (sms, webhook)
+and the frequency caps on messages to contacts.
 
 Registered on the main CLI by hub/cli.py (`main.add_command(notice)`). Settings are given as
 repeated `--setting name=value`; a list setting (email `to`) takes several values, repeated or
@@ -12,9 +13,10 @@ import click
 from flask.cli import with_appcontext
 from marshmallow import ValidationError, fields
 
-from hub.connectors.notice import Notice, NoticeKind, notice_kinds
+from hub.connectors.notice import Notice, NoticeKind
 from hub.exceptions import HubError
-from hub.rules import notices
+from hub.rules import caps, messages, notices
+from hub.rules.segments import MESSAGE_CHANNELS
 
 
 def _runtime():
@@ -45,12 +47,28 @@ def parse_settings(kind: type[NoticeKind], pairs: tuple[str, ...]) -> dict:
     return settings
 
 
-def _printable(view: dict) -> dict:
-    """`kind: ...` then one line per setting (lists comma-joined)."""
-    lines = {"kind": view["kind"] or "log (no channel configured)"}
-    for name, value in view["settings"].items():
-        lines[name] = ", ".join(map(str, value)) if isinstance(value, list) else ("" if value is None else value)
+def _text(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else ("" if value is None else str(value))
+
+
+def _printable(view: dict, prefix: str = "") -> dict:
+    """`kind: ...` then one line per setting (lists comma-joined), names prefixed for a contact channel."""
+    lines = {f"{prefix}kind": view["kind"] or "log (no channel configured)"}
+    lines.update({f"{prefix}{name}": _text(value) for name, value in view["settings"].items()})
     return lines
+
+
+def _show_lines(notice_view: dict, contact_view: dict) -> dict:
+    lines = _printable(notice_view)
+    for channel, view in contact_view["channels"].items():
+        lines.update(_printable(view, prefix=f"{channel}."))
+    for channel, cap in contact_view["caps"].items():
+        lines[f"cap.{channel}"] = f"{cap['max']} per {cap['days']} days"
+    return lines
+
+
+def _settings_error(what: str, exc: ValidationError):
+    raise click.ClickException(f"invalid {what} settings: {json.dumps(exc.messages, sort_keys=True)}") from None
 
 
 @click.group("notice")
@@ -60,21 +78,18 @@ def notice():
 
 @notice.command("set")
 @click.option("--workspace", "workspace_id", required=True)
-@click.option("--kind", required=True, help=f"one of {', '.join(sorted(notice_kinds()))}")
+@click.option("--kind", required=True, help=f"one of {', '.join(notices.NOTICE_KINDS)}")
 @click.option("--setting", "pairs", multiple=True, metavar="NAME=VALUE",
               help="a channel setting, e.g. webhook_url=https://hooks.slack.com/... (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @with_appcontext
 def notice_set(workspace_id, kind, pairs, as_json):
     """Validate and store (encrypted) the channel notices go to; prints it with secrets masked."""
-    kinds = notice_kinds()
-    if kind not in kinds:
-        raise click.ClickException(f"unknown notice kind '{kind}'; one of {', '.join(sorted(kinds))}")
-    settings = parse_settings(kinds[kind], pairs)
     try:
+        settings = parse_settings(notices.kind_class(kind), pairs)
         masked = notices.configure_notice(_runtime(), workspace_id, kind, settings)
     except ValidationError as exc:
-        raise click.ClickException(f"invalid {kind} settings: {json.dumps(exc.messages, sort_keys=True)}") from None
+        _settings_error(kind, exc)
     except HubError as exc:
         raise click.ClickException(str(exc)) from None
     view = {"kind": kind, "settings": masked}
@@ -86,12 +101,51 @@ def notice_set(workspace_id, kind, pairs, as_json):
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @with_appcontext
 def notice_show(workspace_id, as_json):
-    """Print the channel and its settings (secrets masked)."""
+    """Print the notice channel, the channels to contacts (secrets masked) and the frequency caps."""
+    runtime = _runtime()
     try:
-        view = notices.show_notice(_runtime(), workspace_id)
+        view = notices.show_notice(runtime, workspace_id)
+        contact_view = messages.show_channels(runtime, workspace_id)
     except HubError as exc:
         raise click.ClickException(str(exc)) from None
+    _emit({**view, **contact_view} if as_json else _show_lines(view, contact_view), as_json)
+
+
+@notice.command("channel")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--channel", required=True, help=f"a channel to contacts: {', '.join(messages.OWN_CHANNELS)} "
+                                               "(email messages use the notice channel when it is email)")
+@click.option("--setting", "pairs", multiple=True, metavar="NAME=VALUE",
+              help="a channel setting, e.g. url=https://crm.example.com/hooks (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@with_appcontext
+def notice_channel(workspace_id, channel, pairs, as_json):
+    """Validate and store (encrypted) a channel for `message` effects; prints it with secrets masked."""
+    try:
+        settings = parse_settings(notices.kind_class(channel, messages.OWN_CHANNELS), pairs)
+        masked = messages.configure_channel(_runtime(), workspace_id, channel, settings)
+    except ValidationError as exc:
+        _settings_error(channel, exc)
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
+    view = {"kind": channel, "settings": masked}
     _emit(view if as_json else _printable(view), as_json)
+
+
+@notice.command("cap")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--channel", required=True, type=click.Choice(MESSAGE_CHANNELS))
+@click.option("--max", "max_messages", required=True, type=click.IntRange(*caps.MAX_RANGE),
+              help="messages to one contact on this channel ...")
+@click.option("--days", required=True, type=click.IntRange(*caps.DAYS_RANGE), help="... within this many days")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@with_appcontext
+def notice_cap(workspace_id, channel, max_messages, days, as_json):
+    """Set a frequency cap on `message` effects (default 3 per 7 days per contact and channel)."""
+    try:
+        _emit(caps.set_cap(_runtime(), workspace_id, channel, max_messages, days), as_json)
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @notice.command("test")

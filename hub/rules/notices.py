@@ -17,12 +17,14 @@ from hub.models import Workspace
 logger = logging.getLogger(__name__)
 
 SETTINGS_KEY = "notice"
+NOTICE_KINDS = ("email", "slack")       # the kinds that reach sales; sms and webhook are for contacts (hub.rules.messages)
 
 
-def _kind(kind: str):
+def kind_class(kind: str, allowed: tuple[str, ...] = NOTICE_KINDS):
+    """The registered NoticeKind class for `kind` (FatalError UNKNOWN_KIND unless it is `allowed`)."""
     kinds = notice_kinds()
-    if kind not in kinds:
-        raise FatalError(f"unknown notice kind {kind}; one of {', '.join(sorted(kinds))}", code="UNKNOWN_KIND")
+    if kind not in kinds or kind not in allowed:
+        raise FatalError(f"unknown notice kind {kind}; one of {', '.join(sorted(allowed))}", code="UNKNOWN_KIND")
     return kinds[kind]
 
 
@@ -32,7 +34,7 @@ def configure_notice(runtime, workspace_id: str, kind: str, settings: dict) -> d
     Raises FatalError (unknown kind, no workspace) or marshmallow.ValidationError (bad settings,
     messages keyed by setting name); nothing is stored then.
     """
-    channel_kind = _kind(kind)
+    channel_kind = kind_class(kind)
     validated = channel_kind(settings).settings
     with transaction(runtime.engine) as session:
         workspace = session.get(Workspace, workspace_id)
@@ -56,7 +58,7 @@ def channel_for(runtime, workspace_id: str):
     entry = _stored_entry(runtime, workspace_id)
     if not entry:
         return None
-    return _kind(entry["kind"])(runtime.vault.decrypt_json(entry["settings"]))
+    return kind_class(entry["kind"])(runtime.vault.decrypt_json(entry["settings"]))
 
 
 def show_notice(runtime, workspace_id: str) -> dict:
@@ -64,7 +66,7 @@ def show_notice(runtime, workspace_id: str) -> dict:
     entry = _stored_entry(runtime, workspace_id, must_exist=True)
     if not entry:
         return {"kind": None, "settings": {}}
-    kind = _kind(entry["kind"])
+    kind = kind_class(entry["kind"])
     return {"kind": kind.kind, "settings": kind.masked_settings(runtime.vault.decrypt_json(entry["settings"]))}
 
 
