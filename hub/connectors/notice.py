@@ -81,6 +81,7 @@ def raise_for_answer(service: str, response: requests.Response, code: str | None
 def notice_kinds() -> dict[str, type[NoticeKind]]:
     from hub.connectors.email import EmailNotice
     from hub.connectors.slack import SlackNotice
+    from hub.connectors.sms import SmsNotice
     from hub.connectors.webhook import WebhookNotice
 
-    return {kind.kind: kind for kind in (SlackNotice, EmailNotice, WebhookNotice)}
+    return {kind.kind: kind for kind in (SlackNotice, EmailNotice, SmsNotice, WebhookNotice)}
