@@ -186,7 +186,7 @@ def test_the_cli_stores_the_webhook_channel_with_its_secret_masked(runtime, work
     (["notice", "channel", "--channel", "webhook", "--setting", "url=https://h.example/x",
       "--setting", "secret=whsec_c2hvcnQ="], '"secret": ["a Standard Webhooks secret'),
     (["notice", "channel", "--channel", "slack", "--setting", "webhook_url=https://h.example/x"],
-     "unknown notice kind slack; one of sms, webhook"),
+     "unknown message channel slack; one of sms, webhook"),
     (["notice", "set", "--kind", "webhook", "--setting", "url=https://h.example/x"],
      "unknown notice kind webhook; one of email, slack"),
 ])

@@ -288,3 +288,24 @@ def test_concurrent_messages_to_one_contact_never_send_past_the_cap(race_runtime
     assert len(outbox) == 2
     with transaction(runtime.engine) as session:
         assert session.scalar(select(Contact.id).where(Contact.id == contact_id)) == contact_id
+
+
+@pytest.mark.parametrize("params, accepted", [
+    ({"channel": "fax"}, False), ({"channel": "webhook"}, True), ({}, True), ({"channel": "sms"}, True),
+])
+def test_a_message_trigger_names_a_known_channel_when_the_rules_are_saved(runtime, ws, params, accepted):
+    from marshmallow import ValidationError
+
+    from hub.rules import store
+    from hub.rules.presets import B2B
+
+    document = store.to_document(B2B)
+    document["segments"].append({"name": "buyers", "when": "score >= 50", "triggers": [
+        {"on": "enter", "action": "message", "params": params}]})
+    with transaction(runtime.engine) as session:
+        if accepted:
+            assert store.save_rules(session, ws, document) == 1
+            return
+        with pytest.raises(ValidationError) as caught:
+            store.save_rules(session, ws, document)
+    assert "one of email, sms, webhook" in str(caught.value.messages)

@@ -37,12 +37,17 @@ ADDRESSED = ("email", "sms")               # channels that need the contact's ow
 
 # --- channel settings -------------------------------------------------------------------------------
 
+def channel_kind(channel: str) -> type[NoticeKind]:
+    """The kind class of a contact channel configured here (FatalError UNKNOWN_KIND otherwise)."""
+    return kind_class(channel, OWN_CHANNELS, "message channel")
+
+
 def configure_channel(runtime, workspace_id: str, channel: str, settings: dict) -> dict:
     """Validate and store a contact channel (sms, webhook); returns its settings, secrets masked.
 
     FatalError (unknown channel, no workspace) or marshmallow.ValidationError (bad settings): nothing stored.
     """
-    kind = kind_class(channel, OWN_CHANNELS)
+    kind = channel_kind(channel)
     validated = kind(settings).settings
     with transaction(runtime.engine) as session:
         workspace = session.get(Workspace, workspace_id)
@@ -69,7 +74,7 @@ def show_channels(runtime, workspace_id: str) -> dict:
     entries, settings = _entries(runtime, workspace_id)
     channels = {}
     for channel, entry in sorted(entries.items()):
-        kind = kind_class(entry["kind"], OWN_CHANNELS)
+        kind = channel_kind(entry["kind"])
         channels[channel] = {"kind": kind.kind,
                              "settings": kind.masked_settings(runtime.vault.decrypt_json(entry["settings"]))}
     return {"channels": channels, "caps": caps.caps_of(settings)}
@@ -83,7 +88,7 @@ def message_channel(runtime, workspace_id: str, channel: str) -> NoticeKind | No
     entry = _entries(runtime, workspace_id)[0].get(channel)
     if not entry:
         return None
-    return kind_class(entry["kind"], OWN_CHANNELS)(runtime.vault.decrypt_json(entry["settings"]))
+    return channel_kind(entry["kind"])(runtime.vault.decrypt_json(entry["settings"]))
 
 
 # --- the rules before sending ------------------------------------------------------------------------

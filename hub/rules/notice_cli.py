@@ -122,7 +122,7 @@ def notice_show(workspace_id, as_json):
 def notice_channel(workspace_id, channel, pairs, as_json):
     """Validate and store (encrypted) a channel for `message` effects; prints it with secrets masked."""
     try:
-        settings = parse_settings(notices.kind_class(channel, messages.OWN_CHANNELS), pairs)
+        settings = parse_settings(messages.channel_kind(channel), pairs)
         masked = messages.configure_channel(_runtime(), workspace_id, channel, settings)
     except ValidationError as exc:
         _settings_error(channel, exc)

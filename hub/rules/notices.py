@@ -20,11 +20,11 @@ SETTINGS_KEY = "notice"
 NOTICE_KINDS = ("email", "slack")       # the kinds that reach sales; sms and webhook are for contacts (hub.rules.messages)
 
 
-def kind_class(kind: str, allowed: tuple[str, ...] = NOTICE_KINDS):
+def kind_class(kind: str, allowed: tuple[str, ...] = NOTICE_KINDS, what: str = "notice kind"):
     """The registered NoticeKind class for `kind` (FatalError UNKNOWN_KIND unless it is `allowed`)."""
     kinds = notice_kinds()
     if kind not in kinds or kind not in allowed:
-        raise FatalError(f"unknown notice kind {kind}; one of {', '.join(sorted(allowed))}", code="UNKNOWN_KIND")
+        raise FatalError(f"unknown {what} {kind}; one of {', '.join(sorted(allowed))}", code="UNKNOWN_KIND")
     return kinds[kind]
 
 
