@@ -199,3 +199,27 @@ def test_the_cli_refuses_a_bad_channel_and_stores_nothing(runtime, workspace, ar
     assert result.exit_code != 0 and message in result.output
     with transaction(runtime.engine) as session:
         assert session.get(Workspace, ws).settings == {}
+
+
+def test_stored_settings_that_no_longer_validate_fail_the_effect_without_crashing_the_worker(runtime, workspace):
+    from hub.models import Workspace
+
+    ws = workspace["workspace_id"]
+    bad = runtime.vault.encrypt({"url": "https://crm.example.com/hooks", "secret": "whsec_c2hvcnQ="})
+    with transaction(runtime.engine) as session:
+        session.get(Workspace, ws).settings = {"message_channels": {"webhook": {"kind": "webhook", "settings": bad}}}
+        contact = Contact(workspace_id=ws, email="ana@acme.io", consent={}, custom={})
+        session.add(contact)
+        session.flush()
+        effect = LeadEffect(workspace_id=ws, contact_id=contact.id, kind="message", idempotency_key="k1",
+                            params={"channel": "webhook", "segment": "buyers", "on": "enter"}, result={})
+        session.add(effect)
+        session.flush()
+        effect_id = effect.id
+
+    assert run_effects(runtime, [effect_id])["failed"] == 1
+
+    with transaction(runtime.engine) as session:
+        error = session.get(LeadEffect, effect_id).last_error
+    assert error == "FatalError: stored webhook settings invalid: ['secret']"
+    assert "c2hvcnQ" not in error

@@ -24,7 +24,7 @@ from hub.db import transaction
 from hub.exceptions import FatalError
 from hub.models import Contact, LeadEffect, Workspace, utcnow
 from hub.rules import caps
-from hub.rules.notices import channel_for, kind_class
+from hub.rules.notices import channel_for, kind_class, stored_channel
 from hub.rules.segments import MESSAGE_CHANNELS
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def message_channel(runtime, workspace_id: str, channel: str) -> NoticeKind | No
     entry = _entries(runtime, workspace_id)[0].get(channel)
     if not entry:
         return None
-    return channel_kind(entry["kind"])(runtime.vault.decrypt_json(entry["settings"]))
+    return stored_channel(runtime, channel_kind(entry["kind"]), entry["settings"])
 
 
 # --- the rules before sending ------------------------------------------------------------------------

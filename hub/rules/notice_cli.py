@@ -73,7 +73,7 @@ def _settings_error(what: str, exc: ValidationError):
 
 @click.group("notice")
 def notice():
-    """The workspace's notice channel to sales (Slack or email)."""
+    """Notices to sales (Slack or email), message channels to contacts (sms, webhook), frequency caps."""
 
 
 @notice.command("set")

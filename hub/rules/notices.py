@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from marshmallow import ValidationError
+
 from hub.connectors.notice import Notice, notice_kinds
 from hub.db import transaction
 from hub.exceptions import FatalError
@@ -26,6 +28,15 @@ def kind_class(kind: str, allowed: tuple[str, ...] = NOTICE_KINDS, what: str = "
     if kind not in kinds or kind not in allowed:
         raise FatalError(f"unknown {what} {kind}; one of {', '.join(sorted(allowed))}", code="UNKNOWN_KIND")
     return kinds[kind]
+
+
+def stored_channel(runtime, kind: type, token: str):
+    """A channel built from its stored (encrypted) settings; settings that no longer validate are a FatalError
+    naming the settings, never their values (a worker must not crash on them)."""
+    try:
+        return kind(runtime.vault.decrypt_json(token))
+    except ValidationError as exc:
+        raise FatalError(f"stored {kind.kind} settings invalid: {sorted(exc.messages)}", code="BAD_SETTINGS") from None
 
 
 def configure_notice(runtime, workspace_id: str, kind: str, settings: dict) -> dict:
@@ -58,7 +69,7 @@ def channel_for(runtime, workspace_id: str):
     entry = _stored_entry(runtime, workspace_id)
     if not entry:
         return None
-    return kind_class(entry["kind"])(runtime.vault.decrypt_json(entry["settings"]))
+    return stored_channel(runtime, kind_class(entry["kind"]), entry["settings"])
 
 
 def show_notice(runtime, workspace_id: str) -> dict:
