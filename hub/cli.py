@@ -459,6 +459,12 @@ from hub.rules.cli import rules as rules_group  # noqa: E402 - the group lives w
 
 main.add_command(rules_group)
 
+# --- notice channel and outbound messages (hub/rules/notice_cli.py) ----------------------------------
+
+from hub.rules.notice_cli import notice as notice_group  # noqa: E402 - the group lives with the notices
+
+main.add_command(notice_group)
+
 
 if __name__ == "__main__":
     main()

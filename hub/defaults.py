@@ -9,6 +9,7 @@ INGEST_GROUP_MAX_EVENTS = 1000          # events written by one group-commit sta
 
 DEFAULT_PORT = 8000
 DEFAULT_HUBSPOT_API_BASE = "https://api.hubapi.com"
+DEFAULT_TWILIO_API_BASE = "https://api.twilio.com"     # an sms channel's `api_base` setting overrides it
 DEFAULT_SALESFORCE_LOGIN_URL = "https://login.salesforce.com"
 DEFAULT_HUBSPOT_AUTHORIZE_URL = "https://app.hubspot.com/oauth/authorize"
 DEV_SECRET_KEY = "dev-only-secret-key"  # HUB_SECRET_KEY unset: well known, so no install link is signed with it
@@ -87,6 +88,9 @@ RULES_EFFECT_DELAY_SECONDS = 0.5        # effects wait this long after the sync 
 RULES_DECAY_INTERVAL_SECONDS = 3600     # the periodic decay pass runs this often per workspace
 RULES_SLA_INTERVAL_SECONDS = 300        # the SLA pass runs this often per workspace
 RULES_SLA_DEFER_RETRY_HOURS = 72        # a reassigned lead's old task not yet Deferred is retried this long
+MESSAGE_CAP_MAX = 3                     # messages to one contact per channel within MESSAGE_CAP_DAYS (hub notice cap)
+MESSAGE_CAP_DAYS = 7
+SMS_BODY_MAX_CHARS = 1600               # Twilio's limit for one message body
 
 # Two-way CRM sync (hub/sync/push.py, engine.py, echo.py, backfill.py, polling.py)
 SYNC_PUSH_COALESCE_SECONDS = 0.5        # a contact's edits within this window become one write

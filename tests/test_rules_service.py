@@ -289,7 +289,7 @@ def test_crm_update_and_message_triggers(runtime, ws, hubspot_connection, caplog
         effects = {e.kind: e for e in session.scalars(select(LeadEffect))}
         assert (contact.industry, contact.lifecycle_stage) == ("Priority account", "customer")  # never backwards
         assert effects["crm_update"].result == {"changed": ["industry"]}
-        assert effects["message"].result == {"skipped": "no email channel"}
+        assert effects["message"].result == {"skipped": "no_channel"}
         assert effects["notice"].result == {"channel": "log"}
         assert "industry" in session.scalar(select(PendingPush.fields))
     assert any("Ana is a buyer, score 55" in r.getMessage() for r in caplog.records)

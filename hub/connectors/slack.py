@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import logging
 
-import requests
 from marshmallow import Schema, fields, validate
 
 from hub import defaults
-from hub.connectors.notice import Notice, NoticeKind
-from hub.exceptions import FatalError, RetriableError
+from hub.connectors.notice import Notice, NoticeKind, post, raise_for_answer
 
 logger = logging.getLogger(__name__)
 
@@ -36,18 +34,6 @@ class SlackNotice(NoticeKind):
         return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}]}
 
     def send(self, notice: Notice) -> str | None:
-        try:
-            response = requests.post(self.settings["webhook_url"], json=self.payload(notice),
-                                     timeout=self.settings["timeout"])
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            raise RetriableError(f"slack unreachable: {type(exc).__name__}") from None
-        if response.status_code == 429:
-            retry_after = response.headers.get("Retry-After")
-            raise RetriableError("slack rate limited", retry_after=float(retry_after) if retry_after else None,
-                                 status=429)
-        if response.status_code >= 500:
-            raise RetriableError(f"slack {response.status_code}", status=response.status_code)
-        if response.status_code >= 400:
-            raise FatalError(f"slack refused the message: {response.text[:100]}", code=response.text[:60],
-                             status=response.status_code)
+        response = post("slack", self.settings["webhook_url"], self.settings["timeout"], json=self.payload(notice))
+        raise_for_answer("slack", response)
         return None

@@ -20,7 +20,8 @@ from hub.exceptions import FatalError, RetriableError
 from hub.models import Contact, LeadEffect, Outbox, utcnow
 from hub.rules.handoff import run_handoff
 from hub.rules.mql import forward_lifecycle
-from hub.rules.notices import channel_for, send_notice
+from hub.rules.messages import deliver
+from hub.rules.notices import send_notice
 
 logger = logging.getLogger(__name__)
 
@@ -78,20 +79,12 @@ def run_crm_update(runtime, effect: LeadEffect) -> dict:
 
 
 def run_message(runtime, effect: LeadEffect) -> dict:
-    """An outbound message to the contact through the workspace's email channel (needs email consent)."""
+    """A message to the contact on `params.channel` (email, sms, webhook), if consent and the cap allow."""
     contact = _contact(runtime, effect)
-    granted = ((contact.consent or {}).get("email") or {})
-    if not contact.email or not (granted.get("granted") if isinstance(granted, dict) else granted):
-        return {"skipped": "no email consent"}
-    channel = channel_for(runtime, effect.workspace_id)
-    if channel is None or channel.kind != "email":
-        logger.info("message effect %s: no email channel configured; not sent", effect.id)
-        return {"skipped": "no email channel"}
     segment = effect.params.get("segment", "")
-    channel.send(Notice(subject=render(effect.params.get("subject") or "Hello {first_name}", contact, segment),
-                        text=render(effect.params.get("text") or "", contact, segment),
-                        to=(contact.email,), idempotency_key=effect.idempotency_key))
-    return {"sent": "email"}
+    return deliver(runtime, effect, contact,
+                   subject=render(effect.params.get("subject") or "Hello {first_name}", contact, segment),
+                   text=render(effect.params.get("text") or "", contact, segment))
 
 
 EFFECTS = {

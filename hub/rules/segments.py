@@ -15,6 +15,7 @@ from hub.rules.expressions import Expression, compile_expression
 
 TRIGGER_ACTIONS = ("handoff", "notice", "crm_update", "message")
 TRIGGER_EVENTS = ("enter", "leave")
+MESSAGE_CHANNELS = ("email", "sms", "webhook")   # `message` params.channel (default email; hub.rules.messages)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from hub.rules.presets import PRESETS
 from hub.rules.routing import RoutingPolicy, Territory
 from hub.rules.ruleset import MODELS, SLA_ACTIONS, CompiledRules, DecayPolicy, RuleSet, SlaPolicy
 from hub.rules.scoring import ActivityRule, ProfileRule
-from hub.rules.segments import TRIGGER_ACTIONS, TRIGGER_EVENTS, Segment, Trigger
+from hub.rules.segments import MESSAGE_CHANNELS, TRIGGER_ACTIONS, TRIGGER_EVENTS, Segment, Trigger
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,12 @@ class TriggerSchema(Schema):
     on = fields.String(required=True, validate=validate.OneOf(TRIGGER_EVENTS))
     action = fields.String(required=True, validate=validate.OneOf(TRIGGER_ACTIONS))
     params = fields.Dict(keys=fields.String(), load_default=dict)
+
+    @validates_schema(skip_on_field_errors=True)
+    def message_channel(self, data, **kwargs):
+        channel = data["params"].get("channel", "email")
+        if data["action"] == "message" and channel not in MESSAGE_CHANNELS:
+            raise ValidationError({"channel": [f"one of {', '.join(MESSAGE_CHANNELS)}"]}, "params")
 
     @post_load
     def build(self, data, **kwargs):
