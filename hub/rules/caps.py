@@ -23,6 +23,7 @@ from hub import defaults
 from hub.db import transaction
 from hub.exceptions import FatalError
 from hub.models import LeadEffect, Workspace
+from hub.rules.notices import update_workspace_settings
 from hub.rules.segments import MESSAGE_CHANNELS
 from hub.sync.identity import lock_contact
 
@@ -58,13 +59,9 @@ def set_cap(runtime, workspace_id: str, channel: str, max_messages: int, days: i
     if not (MAX_RANGE[0] <= max_messages <= MAX_RANGE[1] and DAYS_RANGE[0] <= days <= DAYS_RANGE[1]):
         raise FatalError(f"a cap is {MAX_RANGE[0]}-{MAX_RANGE[1]} messages per {DAYS_RANGE[0]}-{DAYS_RANGE[1]} days",
                          code="BAD_CAP")
-    with transaction(runtime.engine) as session:
-        workspace = session.get(Workspace, workspace_id)
-        if workspace is None:
-            raise FatalError(f"no workspace {workspace_id}", code="NOT_FOUND")
-        settings = dict(workspace.settings or {})
-        settings[SETTINGS_KEY] = {**(settings.get(SETTINGS_KEY) or {}), channel: {"max": max_messages, "days": days}}
-        workspace.settings = settings
+    cap = {"max": max_messages, "days": days}
+    update_workspace_settings(runtime, workspace_id, lambda stored: {
+        **stored, SETTINGS_KEY: {**(stored.get(SETTINGS_KEY) or {}), channel: cap}})
     return {"channel": channel, "max": max_messages, "days": days}
 
 

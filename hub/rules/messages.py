@@ -20,11 +20,16 @@ from datetime import datetime
 
 from hub.changes import CONTACT_FIELDS
 from hub.connectors.notice import Notice, NoticeKind
-from hub.db import transaction
 from hub.exceptions import FatalError
-from hub.models import Contact, LeadEffect, Workspace, utcnow
+from hub.models import Contact, LeadEffect, utcnow
 from hub.rules import caps
-from hub.rules.notices import channel_for, kind_class, stored_channel
+from hub.rules.notices import (
+    channel_for,
+    kind_class,
+    stored_channel,
+    update_workspace_settings,
+    workspace_settings,
+)
 from hub.rules.segments import MESSAGE_CHANNELS
 
 logger = logging.getLogger(__name__)
@@ -49,23 +54,14 @@ def configure_channel(runtime, workspace_id: str, channel: str, settings: dict) 
     """
     kind = channel_kind(channel)
     validated = kind(settings).settings
-    with transaction(runtime.engine) as session:
-        workspace = session.get(Workspace, workspace_id)
-        if workspace is None:
-            raise FatalError(f"no workspace {workspace_id}", code="NOT_FOUND")
-        stored = dict(workspace.settings or {})
-        stored[SETTINGS_KEY] = {**(stored.get(SETTINGS_KEY) or {}),
-                                channel: {"kind": channel, "settings": runtime.vault.encrypt(validated)}}
-        workspace.settings = stored
+    entry = {"kind": channel, "settings": runtime.vault.encrypt(validated)}
+    update_workspace_settings(runtime, workspace_id, lambda stored: {
+        **stored, SETTINGS_KEY: {**(stored.get(SETTINGS_KEY) or {}), channel: entry}})
     return kind.masked_settings(validated)
 
 
 def _entries(runtime, workspace_id: str) -> tuple[dict, dict]:
-    with transaction(runtime.engine) as session:
-        workspace = session.get(Workspace, workspace_id)
-        if workspace is None:
-            raise FatalError(f"no workspace {workspace_id}", code="NOT_FOUND")
-        settings = dict(workspace.settings or {})
+    settings = workspace_settings(runtime, workspace_id)
     return settings.get(SETTINGS_KEY) or {}, settings
 
 

@@ -85,15 +85,7 @@ def notice():
 @with_appcontext
 def notice_set(workspace_id, kind, pairs, as_json):
     """Validate and store (encrypted) the channel notices go to; prints it with secrets masked."""
-    try:
-        settings = parse_settings(notices.kind_class(kind), pairs)
-        masked = notices.configure_notice(_runtime(), workspace_id, kind, settings)
-    except ValidationError as exc:
-        _settings_error(kind, exc)
-    except HubError as exc:
-        raise click.ClickException(str(exc)) from None
-    view = {"kind": kind, "settings": masked}
-    _emit(view if as_json else _printable(view), as_json)
+    _store_channel(kind, notices.kind_class, notices.configure_notice, workspace_id, pairs, as_json)
 
 
 @notice.command("show")
@@ -121,14 +113,19 @@ def notice_show(workspace_id, as_json):
 @with_appcontext
 def notice_channel(workspace_id, channel, pairs, as_json):
     """Validate and store (encrypted) a channel for `message` effects; prints it with secrets masked."""
+    _store_channel(channel, messages.channel_kind, messages.configure_channel, workspace_id, pairs, as_json)
+
+
+def _store_channel(kind: str, kind_class, configure, workspace_id: str, pairs, as_json: bool) -> None:
+    """Parse NAME=VALUE settings for the kind, store them through `configure`, print them masked."""
     try:
-        settings = parse_settings(messages.channel_kind(channel), pairs)
-        masked = messages.configure_channel(_runtime(), workspace_id, channel, settings)
+        settings = parse_settings(kind_class(kind), pairs)
+        masked = configure(_runtime(), workspace_id, kind, settings)
     except ValidationError as exc:
-        _settings_error(channel, exc)
+        _settings_error(kind, exc)
     except HubError as exc:
         raise click.ClickException(str(exc)) from None
-    view = {"kind": channel, "settings": masked}
+    view = {"kind": kind, "settings": masked}
     _emit(view if as_json else _printable(view), as_json)
 
 

@@ -30,6 +30,24 @@ def kind_class(kind: str, allowed: tuple[str, ...] = NOTICE_KINDS, what: str = "
     return kinds[kind]
 
 
+def workspace_settings(runtime, workspace_id: str, must_exist: bool = True) -> dict:
+    """A copy of the workspace's settings ({} for no workspace unless it `must_exist`: FatalError NOT_FOUND)."""
+    with transaction(runtime.engine) as session:
+        workspace = session.get(Workspace, workspace_id)
+        if workspace is None and must_exist:
+            raise FatalError(f"no workspace {workspace_id}", code="NOT_FOUND")
+        return dict((workspace.settings or {}) if workspace else {})
+
+
+def update_workspace_settings(runtime, workspace_id: str, change) -> None:
+    """Replace the workspace's settings with `change(copy of them)` in one transaction (FatalError NOT_FOUND)."""
+    with transaction(runtime.engine) as session:
+        workspace = session.get(Workspace, workspace_id)
+        if workspace is None:
+            raise FatalError(f"no workspace {workspace_id}", code="NOT_FOUND")
+        workspace.settings = change(dict(workspace.settings or {}))
+
+
 def stored_channel(runtime, kind: type, token: str):
     """A channel built from its stored (encrypted) settings; settings that no longer validate are a FatalError
     naming the settings, never their values (a worker must not crash on them)."""
@@ -47,21 +65,13 @@ def configure_notice(runtime, workspace_id: str, kind: str, settings: dict) -> d
     """
     channel_kind = kind_class(kind)
     validated = channel_kind(settings).settings
-    with transaction(runtime.engine) as session:
-        workspace = session.get(Workspace, workspace_id)
-        if workspace is None:
-            raise FatalError(f"no workspace {workspace_id}", code="NOT_FOUND")
-        workspace.settings = {**(workspace.settings or {}),
-                              SETTINGS_KEY: {"kind": kind, "settings": runtime.vault.encrypt(validated)}}
+    entry = {"kind": kind, "settings": runtime.vault.encrypt(validated)}
+    update_workspace_settings(runtime, workspace_id, lambda stored: {**stored, SETTINGS_KEY: entry})
     return channel_kind.masked_settings(validated)
 
 
 def _stored_entry(runtime, workspace_id: str, must_exist: bool = False) -> dict | None:
-    with transaction(runtime.engine) as session:
-        workspace = session.get(Workspace, workspace_id)
-        if workspace is None and must_exist:
-            raise FatalError(f"no workspace {workspace_id}", code="NOT_FOUND")
-        return ((workspace.settings or {}) if workspace else {}).get(SETTINGS_KEY)
+    return workspace_settings(runtime, workspace_id, must_exist).get(SETTINGS_KEY)
 
 
 def channel_for(runtime, workspace_id: str):
