@@ -6,7 +6,9 @@
 Everything runs in this process against the loopback fakes (hub/sandbox), with the hub's real
 code path: connectors (rate limits in Redis, retries, tokens), push engine, receiver routes,
 processing, relay and an in-process RQ worker. Database: a fresh SQLite file by default, or the
-PostgreSQL URL given (a scratch database: its tables are created and filled).
+PostgreSQL URL given (a scratch database: its tables are created and filled). The Redis database
+given is emptied first: use one no test run claims (tests take databases 1-15 of the local Redis),
+e.g. a server of its own (README).
 
 1. calls: N contacts linked in both CRMs change (a form fills their title); one push run writes
    them. Target: HubSpot calls <= 1.05 x ceil(N/100) + c, Salesforce <= 1.05 x ceil(N/200) + c.
