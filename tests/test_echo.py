@@ -36,8 +36,12 @@ def linked(runtime, workspace, hubspot_connection):
 
 
 def _drop(runtime, ws, change):
+    """As processing calls it: with the contact the change's CRM record is linked to."""
+    from hub.sync.identity import ExternalId, linked_contact_id
+
     with transaction(runtime.engine) as session:
-        return echo.drop_echoes(session, ws, change)
+        ref = ExternalId(change.system, change.external_id, change.object_type)
+        return echo.drop_echoes(session, ws, change, linked_contact_id(session, ws, ref))
 
 
 def _hs(fields, source="CRM_UI", source_id=None, at=None):

@@ -151,13 +151,10 @@ def _same_sf_id(a: str | None, b: str | None) -> bool:
     return bool(a) and bool(b) and str(a)[:15] == str(b)[:15]
 
 
-def _contact_id(session, workspace_id: str, change: ContactChange) -> str | None:
-    if change.external_id:
-        found = session.scalar(select(Identity.contact_id).where(
-            Identity.workspace_id == workspace_id, Identity.system == change.system,
-            Identity.external_id == change.external_id))
-        if found:
-            return found
+def _contact_id(session, workspace_id: str, change: ContactChange, linked_id: str | None) -> str | None:
+    """The contact the change is about: the one its CRM record is linked to, else the one with its email."""
+    if linked_id:
+        return linked_id
     email = change.fields.get("email")
     if blank(email):
         return None
@@ -172,13 +169,15 @@ def _field_time(change: ContactChange, name: str) -> datetime | None:
     return change.field_times.get(name) or change.changed_at
 
 
-def drop_echoes(session, workspace_id: str, change: ContactChange) -> ContactChange:
-    """Return `change` without the fields that echo a write the hub made (judged field by field)."""
+def drop_echoes(session, workspace_id: str, change: ContactChange, linked_id: str | None) -> ContactChange:
+    """Return `change` without the fields that echo a write the hub made (judged field by field).
+
+    `linked_id`: the contact the change's CRM record is linked to (hub.sync.identity.linked_contact_id)."""
     if change.system not in CRM_SYSTEMS or change.action != "upsert" or not change.fields:
         return change
     mapping = connected.workspace_mapping(session, workspace_id)
     ours = written_by_hub(change, connected.settings_of(session, workspace_id, change.system))
-    contact_id = _contact_id(session, workspace_id, change)
+    contact_id = _contact_id(session, workspace_id, change, linked_id)
     ledger = _ledger_hashes(session, workspace_id, change.system, contact_id, change.fields)
     snapshot = load_snapshot(session, workspace_id, change.system, change.external_id) if change.external_id else None
     known = dict(snapshot.values or {}) if snapshot else {}
@@ -200,7 +199,7 @@ def drop_echoes(session, workspace_id: str, change: ContactChange) -> ContactCha
         # The record held the hub's write and now shows a person's other value: which came last in
         # the CRM is unknown, so the next push writes the canonical value instead of assuming it is there.
         forget_values(session, workspace_id, change.system, change.external_id, uncertain)
-    kept = _inbound_filter(session, workspace_id, mapping, change, kept, reasons)
+    kept = _inbound_filter(session, workspace_id, mapping, change, kept, reasons, contact_id)
     if reasons:
         logger.debug("change from %s %s: dropped %s", change.system, change.external_id, reasons)
     return replace(change, fields=kept, field_times={k: v for k, v in change.field_times.items() if k in kept})
@@ -274,7 +273,7 @@ def _update_snapshot(session, workspace_id: str, change: ContactChange, snapshot
 
 
 def _inbound_filter(session, workspace_id: str, mapping: field_map.Mapping, change: ContactChange,
-                    kept: dict, reasons: dict) -> dict:
+                    kept: dict, reasons: dict, contact_id: str | None) -> dict:
     """Drop fields the field map does not let this CRM set."""
     allowed = {}
     for name, raw in kept.items():
@@ -284,7 +283,7 @@ def _inbound_filter(session, workspace_id: str, mapping: field_map.Mapping, chan
             continue
         named_value = None
         if rule.direction == "crm_wins_unless_blank" and rule.crm != change.system:
-            named_value = _named_crm_value(session, workspace_id, rule, change)
+            named_value = _named_crm_value(session, workspace_id, rule, contact_id)
         if field_map.inbound_allowed(rule, change.system, raw, named_value):
             allowed[name] = raw
         else:
@@ -292,8 +291,7 @@ def _inbound_filter(session, workspace_id: str, mapping: field_map.Mapping, chan
     return allowed
 
 
-def _named_crm_value(session, workspace_id: str, rule, change: ContactChange) -> Any:
-    contact_id = _contact_id(session, workspace_id, change)
+def _named_crm_value(session, workspace_id: str, rule, contact_id: str | None) -> Any:
     if contact_id is None:
         return None
     object_id = session.scalar(select(Identity.external_id).where(

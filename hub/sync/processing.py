@@ -180,8 +180,10 @@ def _live(session, outcomes: list[Outcome], contact_ids: list[str]) -> set[str]:
 def apply_change(session, ctx: EventContext, change: ContactChange) -> Outcome:
     """Apply one change in a savepoint; a unique-key race with another worker re-resolves (bounded)."""
     overruled_owner = False
+    linked_id = None
     if change.system in CRM_SYSTEMS and change.action == "upsert":
-        kept = drop_echoes(session, ctx.workspace_id, change)
+        linked_id = identity.linked_contact_id(session, ctx.workspace_id, _ref(change)) if change.external_id else None
+        kept = drop_echoes(session, ctx.workspace_id, change, linked_id)
         overruled_owner = owners.overruled(session, ctx.workspace_id, change, kept)
         change = kept
         if ctx.runtime is not None:
@@ -189,10 +191,8 @@ def apply_change(session, ctx: EventContext, change: ContactChange) -> Outcome:
     action = ACTIONS.get(change.action)
     if action is None:
         return Outcome(ignored=f"unsupported_action:{change.action}")
-    if action is upsert and not overruled_owner and _carries_nothing(change) and change.external_id:
-        linked_id = identity.linked_contact_id(session, ctx.workspace_id, _ref(change))
-        if linked_id:                       # e.g. the echo of the hub's own write: nothing to apply
-            return Outcome(contact_id=linked_id, origin=change.system)
+    if action is upsert and linked_id and not overruled_owner and _carries_nothing(change):
+        return Outcome(contact_id=linked_id, origin=change.system)   # e.g. the echo of the hub's own write
     for attempt in range(1, defaults.IDENTITY_RESOLVE_ATTEMPTS + 1):
         try:
             with session.begin_nested():
