@@ -141,21 +141,26 @@ def test_bad_settings_are_refused(settings, field):
 
 # --- as a message channel -----------------------------------------------------------------------
 
-def test_a_message_effect_on_the_webhook_channel_posts_the_event(runtime, workspace, httpserver):
-    ws = workspace["workspace_id"]
-    configure_channel(runtime, ws, "webhook", {"url": httpserver.url_for(PATH), "secret": SECRET,
-                                               "contact_fields": ["email", "company"]})
-    httpserver.expect_oneshot_request(PATH, method="POST").respond_with_data("ok")
+def webhook_message(runtime, ws: str, **contact_values) -> tuple[str, int]:
+    """A contact and a pending `message` effect for it on the webhook channel: (contact id, effect id)."""
     with transaction(runtime.engine) as session:
-        contact = Contact(workspace_id=ws, email="ana@acme.io", company="Acme", phone="+14155550100",
-                          score=55.0, grade="A", consent={}, custom={})
+        contact = Contact(workspace_id=ws, consent={}, custom={}, **contact_values)
         session.add(contact)
         session.flush()
         effect = LeadEffect(workspace_id=ws, contact_id=contact.id, kind="message", idempotency_key="k1",
                             params={"channel": "webhook", "segment": "buyers", "on": "enter"}, result={})
         session.add(effect)
         session.flush()
-        contact_id, effect_id = contact.id, effect.id
+        return contact.id, effect.id
+
+
+def test_a_message_effect_on_the_webhook_channel_posts_the_event(runtime, workspace, httpserver):
+    ws = workspace["workspace_id"]
+    configure_channel(runtime, ws, "webhook", {"url": httpserver.url_for(PATH), "secret": SECRET,
+                                               "contact_fields": ["email", "company"]})
+    httpserver.expect_oneshot_request(PATH, method="POST").respond_with_data("ok")
+    contact_id, effect_id = webhook_message(runtime, ws, email="ana@acme.io", company="Acme", phone="+14155550100",
+                                            score=55.0, grade="A")
 
     assert run_effects(runtime, [effect_id])["done"] == 1
 
@@ -208,14 +213,7 @@ def test_stored_settings_that_no_longer_validate_fail_the_effect_without_crashin
     bad = runtime.vault.encrypt({"url": "https://crm.example.com/hooks", "secret": "whsec_c2hvcnQ="})
     with transaction(runtime.engine) as session:
         session.get(Workspace, ws).settings = {"message_channels": {"webhook": {"kind": "webhook", "settings": bad}}}
-        contact = Contact(workspace_id=ws, email="ana@acme.io", consent={}, custom={})
-        session.add(contact)
-        session.flush()
-        effect = LeadEffect(workspace_id=ws, contact_id=contact.id, kind="message", idempotency_key="k1",
-                            params={"channel": "webhook", "segment": "buyers", "on": "enter"}, result={})
-        session.add(effect)
-        session.flush()
-        effect_id = effect.id
+    _, effect_id = webhook_message(runtime, ws, email="ana@acme.io")
 
     assert run_effects(runtime, [effect_id])["failed"] == 1
 

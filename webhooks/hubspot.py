@@ -73,7 +73,7 @@ def verify(request, secret: str, public_uri: str, now: float | None = None) -> N
                 return
         raise SignatureError("bad_signature")
     legacy = require_header(request, "X-HubSpot-Signature")
-    version = (request.headers.get("X-HubSpot-Signature-Version") or "v1").lower()
+    version = (headers.get("X-HubSpot-Signature-Version") or "v1").lower()
     if version == "v1":
         expected = v1_signature(secret, body)
     elif version == "v2":
