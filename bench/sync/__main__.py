@@ -6,7 +6,7 @@
 Everything runs in this process against the loopback fakes (hub/sandbox), with the hub's real
 code path: connectors (rate limits in Redis, retries, tokens), push engine, receiver routes,
 processing, relay and an in-process RQ worker. Database: a fresh SQLite file by default, or the
-PostgreSQL URL given (a scratch database: its tables are created and filled). The Redis database
+PostgreSQL URL given (a scratch database: it is emptied first, then its tables are created and filled). The Redis database
 given is emptied first: use one no test run claims (tests take databases 1-15 of the local Redis),
 e.g. a server of its own (README).
 
@@ -31,7 +31,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from cryptography.fernet import Fernet  # noqa: E402
-from sqlalchemy import insert, select  # noqa: E402
+from sqlalchemy import create_engine, insert, select, text  # noqa: E402
 
 from hub import admin, defaults  # noqa: E402
 from hub.db import transaction  # noqa: E402
@@ -52,7 +52,19 @@ from hub.sandbox.wiring import (  # noqa: E402
 CONSTANT_CALLS = 2          # c: calls allowed beyond the batches (a token refresh, one retried batch)
 
 
+def empty_scratch_database(database_url: str) -> None:
+    """Drop what an earlier run left: its connections to the same fake portals, encrypted under another
+    key, would take the webhooks of this run's."""
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
 def make_runtime(database_url: str | None, redis_url: str | None) -> Runtime:
+    if database_url:
+        empty_scratch_database(database_url)
     instance = tempfile.mkdtemp(prefix="bench-sync-")
     env = {"HUB_INSTANCE_DIR": instance, "HUB_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
            "HUB_DATABASE_URL": database_url or f"sqlite:///{instance}/hub.db"}
