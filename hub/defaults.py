@@ -19,7 +19,9 @@ DEFAULT_SALESFORCE_API_RESERVE = 0.10
 
 QUEUE_NAME = "hub"                      # events and CRM sync: the path from a change to the other CRM
 RULES_QUEUE_NAME = "hub-rules"          # lead rules (evaluation, effects, decay, SLA): taken when the first is empty
-QUEUE_NAMES = (QUEUE_NAME, RULES_QUEUE_NAME)   # workers listen in this order
+BULK_QUEUE_NAME = "hub-bulk"            # backfilled records and mass replays: taken when both others are empty
+QUEUE_NAMES = (QUEUE_NAME, RULES_QUEUE_NAME, BULK_QUEUE_NAME)   # workers listen in this order
+RELAY_QUEUE_HIGH_WATER = 20             # jobs waiting in a queue beyond which the relay leaves that queue's rows in the outbox
 RELAY_BATCH_ROWS = 500                  # outbox rows read per relay pass
 RELAY_EVENTS_PER_JOB = 200              # events handed to one RQ job
 RELAY_IDLE_SECONDS = 0.1                # relay sleep when nothing is ready (each stage waits half of it on average; a pass costs ~2 ms CPU)

@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 # several times the CPU; see bench/ingest).
 EVENTS = Event.__table__
 OUTBOX = Outbox.__table__
-PROCESS_JOB = "process_events"
+PROCESS_JOB = "process_events"               # Outbox.job of live events (webhooks, forms, polls)
+BULK_PROCESS_JOB = "process_bulk"             # ... of records a backfill stores (hub.sync.relay: the bulk queue)
 QUERY_CANCELED = "57014"                       # statement_timeout
 CONNECTION_GONE_STATES = ("08", "57P")         # connection exception; admin/crash shutdown
 
@@ -53,7 +54,8 @@ _PG_INGEST = """
 WITH incoming AS (
     SELECT * FROM json_to_recordset(%(rows)s::json) AS r(
         delivery integer, workspace_id varchar, source varchar, kind varchar, dedupe_key varchar,
-        payload json, received_at timestamptz, occurred_at timestamptz, status varchar, position integer)
+        payload json, received_at timestamptz, occurred_at timestamptz, status varchar, position integer,
+        job varchar)
 ), inserted AS (
     INSERT INTO event (workspace_id, source, kind, dedupe_key, payload, received_at, occurred_at, status, attempts)
     SELECT workspace_id, source, kind, dedupe_key, payload, received_at, occurred_at, status, 0
@@ -62,13 +64,13 @@ WITH incoming AS (
     RETURNING id, workspace_id, dedupe_key
 ), queued AS (
     INSERT INTO outbox (workspace_id, job, payload, created_at, available_at, attempts)
-    SELECT incoming.workspace_id, '""" + PROCESS_JOB + """',
+    SELECT incoming.workspace_id, incoming.job,
            json_build_object('event_ids', json_agg(inserted.id
                ORDER BY incoming.occurred_at IS NULL, incoming.occurred_at, incoming.position)),
            min(incoming.received_at), min(incoming.received_at), 0
     FROM inserted JOIN incoming USING (workspace_id, dedupe_key)
     WHERE incoming.status = 'pending'
-    GROUP BY incoming.delivery, incoming.workspace_id
+    GROUP BY incoming.delivery, incoming.workspace_id, incoming.job
 )
 SELECT id, workspace_id, dedupe_key FROM inserted
 """
@@ -89,10 +91,12 @@ def _processing_order(row: dict) -> tuple:
     return (occurred is None, occurred.timestamp() if occurred else 0.0, row["position"])
 
 
-def ingest(engine: Engine, routed: list[tuple[str, IncomingEvent]], status: str = "pending") -> IngestResult:
+def ingest(engine: Engine, routed: list[tuple[str, IncomingEvent]], status: str = "pending",
+           job: str = PROCESS_JOB) -> IngestResult:
     """Store every (workspace_id, event); duplicates change nothing. Commits before returning.
 
-    New pending events get one outbox row per workspace, so the relay can hand them to a worker.
+    New pending events get one outbox row per workspace (Outbox.job `job`), so the relay can hand
+    them to a worker.
     Database errors are SQLAlchemy's (DBAPIError and its subclasses) on every database.
     """
     result = IngestResult()
@@ -100,7 +104,7 @@ def ingest(engine: Engine, routed: list[tuple[str, IncomingEvent]], status: str 
         return result
     unique = _unique_events(routed, result)
     if engine.dialect.name == "postgresql":
-        result.accepted = _group_writer(engine).write(unique, status, utcnow())
+        result.accepted = _group_writer(engine).write(unique, status, utcnow(), job)
     else:
         now = utcnow()
         rows = [{"workspace_id": workspace_id, "source": event.source, "kind": event.kind,
@@ -108,7 +112,7 @@ def ingest(engine: Engine, routed: list[tuple[str, IncomingEvent]], status: str 
                  "occurred_at": event.occurred_at, "status": status, "attempts": 0, "position": position}
                 for position, workspace_id, event in unique]
         with engine.begin() as conn:           # commits on success, rolls back on any error
-            result.accepted = _write_core(conn, rows, status, now)
+            result.accepted = _write_core(conn, rows, status, now, job)
     result.duplicates += len(unique) - len(result.accepted)
     return result
 
@@ -126,18 +130,18 @@ def _unique_events(routed: list[tuple[str, IncomingEvent]], result: IngestResult
     return unique
 
 
-def _write_core(conn: Connection, rows: list[dict], status: str, now) -> list[int]:
+def _write_core(conn: Connection, rows: list[dict], status: str, now, job: str) -> list[int]:
     rows.sort(key=_lock_order)
     stmt = (sqlite_insert(EVENTS).on_conflict_do_nothing(index_elements=["workspace_id", "dedupe_key"])
             .returning(EVENTS.c.id, EVENTS.c.workspace_id, EVENTS.c.dedupe_key))
     # One INSERT .. ON CONFLICT DO NOTHING RETURNING for the batch (SQLAlchemy "insertmanyvalues").
     inserted = conn.execute(stmt, [{k: v for k, v in row.items() if k != "position"} for row in rows]).all()
     if status == "pending" and inserted:
-        conn.execute(insert(OUTBOX), _outbox_rows(rows, inserted, now))
+        conn.execute(insert(OUTBOX), _outbox_rows(rows, inserted, now, job))
     return [event_id for event_id, _, _ in inserted]
 
 
-def _outbox_rows(rows: list[dict], inserted, now) -> list[dict]:
+def _outbox_rows(rows: list[dict], inserted, now, job: str) -> list[dict]:
     """One outbox row per workspace listing its new events in the order they happened."""
     by_key = {_lock_order(row): row for row in rows}
     by_workspace: dict[str, list[tuple]] = {}
@@ -145,7 +149,7 @@ def _outbox_rows(rows: list[dict], inserted, now) -> list[dict]:
         order = _processing_order(by_key[(workspace_id, dedupe_key)])
         by_workspace.setdefault(workspace_id, []).append((order, event_id))
     return [
-        {"workspace_id": ws, "job": PROCESS_JOB,
+        {"workspace_id": ws, "job": job,
          "payload": {"event_ids": [event_id for _, event_id in sorted(entries)]},
          "created_at": now, "available_at": now, "attempts": 0}
         for ws, entries in by_workspace.items()
@@ -161,11 +165,12 @@ class _Delivery:
     committed the delivery, or the writer handing over the turn to write next.
     """
 
-    __slots__ = ("events", "status", "received_at", "ids", "error", "done", "turn", "wake")
+    __slots__ = ("events", "status", "received_at", "job", "ids", "error", "done", "turn", "wake")
 
-    def __init__(self, events: list[tuple], status: str, received_at: datetime):
+    def __init__(self, events: list[tuple], status: str, received_at: datetime, job: str):
         self.events = events            # (position, workspace_id, IncomingEvent)
         self.status = status
+        self.job = job                  # Outbox.job of its outbox rows
         self.received_at = received_at
         self.ids: list[int] = []
         self.error: BaseException | None = None
@@ -198,8 +203,8 @@ class _GroupWriter:
         self._conn: psycopg.Connection | None = None     # autocommit; only the writer uses it
         self._drop_connection = False
 
-    def write(self, events: list[tuple], status: str, received_at: datetime) -> list[int]:
-        delivery = _Delivery(events, status, received_at)
+    def write(self, events: list[tuple], status: str, received_at: datetime, job: str = PROCESS_JOB) -> list[int]:
+        delivery = _Delivery(events, status, received_at, job)
         with self._mutex:
             self._pending.append(delivery)
             leading = not self._writing
@@ -359,7 +364,7 @@ def _group_rows(group: list[_Delivery]) -> tuple[dict, str]:
     owners: dict[tuple[str, str], _Delivery] = {}
     out = []
     for number, delivery in enumerate(group):
-        received, status = delivery.received_at, delivery.status
+        received, status, job = delivery.received_at, delivery.status, delivery.job
         for position, workspace_id, event in delivery.events:
             key = (workspace_id, event.dedupe_key)
             if key in owners:
@@ -368,7 +373,7 @@ def _group_rows(group: list[_Delivery]) -> tuple[dict, str]:
             out.append({"delivery": number, "workspace_id": workspace_id, "source": event.source,
                         "kind": event.kind, "dedupe_key": event.dedupe_key, "payload": event.payload,
                         "received_at": received, "occurred_at": event.occurred_at,
-                        "status": status, "position": position})
+                        "status": status, "position": position, "job": job})
     return owners, rows_json(out)
 
 

@@ -259,7 +259,7 @@ def test_relay_sends_sync_rows_to_the_sync_job():
     rows = [(1, "w1", {"event_ids": [1, 2]}, "process_events", 0), (2, "w1", {"workspace_id": "w1"}, "sync_push", 0),
             (3, "w1", {"event_ids": [3]}, "process_events", 0)]
     jobs = relay._group_into_jobs(rows)
-    assert sorted(jobs) == [("hub.sync.jobs.process_outbox", [1, 3]), ("hub.sync.jobs.run_sync_outbox", [2])]
+    assert sorted(jobs) == [("hub.sync.jobs.process_outbox", "hub", [1, 3]), ("hub.sync.jobs.run_sync_outbox", "hub", [2])]
 
 
 # --- backfill and polling against the loopback fakes ----------------------------------------------

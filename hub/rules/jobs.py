@@ -1,4 +1,4 @@
-"""RQ jobs for lead rules, dispatched by Outbox.job (hub.sync.relay.JOB_FUNCTIONS points here).
+"""RQ jobs for lead rules, dispatched by Outbox.job (hub.sync.relay.JOB_ROUTES points here).
 
 - "evaluate_rules" {"contact_id"}: evaluate one contact (hub.rules.evaluation), one transaction.
 - "rule_effects" {"effect_ids"}: run the effects the evaluation decided (hub.rules.effects).

@@ -3,7 +3,8 @@
 `hub backfill hubspot|salesforce --workspace W` runs `backfill`: the connector's `iter_all(cursor)`
 walks the CRM under the shared rate limit (the connector acquires the Redis token bucket before
 each call); after each page the records are stored as events (one transaction, duplicates
-ignored) and then the cursor is saved in `sync_cursor` (name "backfill"). After a crash the next
+ignored; their outbox rows go to the bulk queue, behind live changes: hub.sync.relay) and then the
+cursor is saved in `sync_cursor` (name "backfill"). After a crash the next
 run resumes from the saved cursor; a page read twice stores nothing twice. A finished backfill
 starts over when run again.
 """
@@ -18,6 +19,7 @@ from typing import Callable, Iterator
 from hub import defaults
 from hub.connectors.base import ChangePage, CrmConnector
 from hub.db import transaction
+from hub.store import BULK_PROCESS_JOB
 from hub.sync.polling import load_cursor, save_cursor
 from hub.sync.snapshots import store_records
 
@@ -61,7 +63,7 @@ def backfill(runtime, workspace_id: str, system: str, connector: CrmConnector,
     cursor, resumed = start_cursor(runtime, workspace_id, system)
     result = BackfillResult(resumed=resumed)
     for page in prefetched(connector.iter_all(cursor)):
-        stored = store_records(runtime.engine, workspace_id, system, page.records, "backfill")
+        stored = store_records(runtime.engine, workspace_id, system, page.records, "backfill", BULK_PROCESS_JOB)
         save_cursor(runtime, workspace_id, system, CURSOR_NAME, page.cursor, len(page.records),
                     finished=page.cursor is None)
         result.read += len(page.records)

@@ -3,6 +3,13 @@
 A row is marked enqueued (not done) here; the job marks it done when its effects commit. A row
 whose lease runs out without being done (lost job, killed worker) is enqueued again; jobs are
 idempotent, so a second delivery changes nothing.
+
+Each kind of row goes to one of three queues (JOB_ROUTES), which workers take in order: live
+changes and CRM sync first, then lead rules, then bulk work (backfilled records, mass replays), so
+a backfill of a whole CRM never delays a change on its way to the other CRM. A queue holding
+RELAY_QUEUE_HIGH_WATER jobs gets no more until its workers catch up: the backlog waits in the
+outbox, where its leases do not run out while it waits (handing a waiting row out again would
+copy it in the queue and, after OUTBOX_MAX_DELIVERIES, fail its events as lost).
 """
 from __future__ import annotations
 
@@ -19,25 +26,33 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from hub import defaults
 from hub.db import is_postgres, transaction
 from hub.models import Event, Outbox, utcnow
+from hub.store import BULK_PROCESS_JOB, PROCESS_JOB
 
 logger = logging.getLogger(__name__)
 
 JOB_FUNCTION = "hub.sync.jobs.process_outbox"
-# Outbox.job -> the RQ job function its rows go to (rows of one kind and workspace share a job).
-JOB_FUNCTIONS = {
-    "process_events": JOB_FUNCTION,
-    "sync_push": "hub.sync.jobs.run_sync_outbox",
-    "sync_poll": "hub.sync.jobs.run_sync_outbox",
-    "sync_delete": "hub.sync.jobs.run_sync_outbox",
-    "evaluate_rules": "hub.rules.jobs.run_rules_outbox",
-    "rule_effects": "hub.rules.jobs.run_rules_outbox",
-    "rules_decay": "hub.rules.jobs.run_rules_outbox",
-    "rules_sla": "hub.rules.jobs.run_rules_outbox",
-}
+SYNC_FUNCTION = "hub.sync.jobs.run_sync_outbox"
+RULES_FUNCTION = "hub.rules.jobs.run_rules_outbox"
+LIVE, RULES, BULK = defaults.QUEUE_NAME, defaults.RULES_QUEUE_NAME, defaults.BULK_QUEUE_NAME
 
-# Job functions that go to the rules queue; workers take them only when the sync queue is empty, so
-# a burst of rule evaluations never delays a change on its way to the other CRM.
-RULES_FUNCTIONS = frozenset({"hub.rules.jobs.run_rules_outbox"})
+# Outbox.job -> (the RQ job function its rows go to, its queue); rows of one kind and workspace share a job.
+JOB_ROUTES = {
+    PROCESS_JOB: (JOB_FUNCTION, LIVE),
+    BULK_PROCESS_JOB: (JOB_FUNCTION, BULK),
+    "sync_push": (SYNC_FUNCTION, LIVE),
+    "sync_poll": (SYNC_FUNCTION, LIVE),
+    "sync_delete": (SYNC_FUNCTION, LIVE),
+    "evaluate_rules": (RULES_FUNCTION, RULES),
+    "rule_effects": (RULES_FUNCTION, RULES),
+    "rules_decay": (RULES_FUNCTION, RULES),
+    "rules_sla": (RULES_FUNCTION, RULES),
+}
+EVENT_JOBS = frozenset({PROCESS_JOB, BULK_PROCESS_JOB})     # rows listing events (payload "event_ids")
+
+
+def route(kind: str | None) -> tuple[str, str]:
+    """(job function, queue name) of an outbox row of this kind."""
+    return JOB_ROUTES.get(kind or PROCESS_JOB, JOB_ROUTES[PROCESS_JOB])
 
 
 def queues_for(connection) -> dict[str, Queue]:
@@ -45,8 +60,10 @@ def queues_for(connection) -> dict[str, Queue]:
     return {name: Queue(name, connection=connection) for name in defaults.QUEUE_NAMES}
 
 
-def _queue_name(function: str) -> str:
-    return defaults.RULES_QUEUE_NAME if function in RULES_FUNCTIONS else defaults.QUEUE_NAME
+def held_back_kinds(queues: dict[str, Queue]) -> list[str]:
+    """Outbox.job kinds whose queue holds RELAY_QUEUE_HIGH_WATER jobs or more: not handed out this pass."""
+    full = {name for name, queue in queues.items() if queue.count >= defaults.RELAY_QUEUE_HIGH_WATER}
+    return sorted(kind for kind, (_, name) in JOB_ROUTES.items() if name in full)
 
 
 # What a relay pass waits out instead of dying: Redis or the database being unreachable.
@@ -56,7 +73,7 @@ OUTAGES = {
 }
 
 
-def _ready_rows(session, engine, limit: int, lease_seconds: float):
+def _ready_rows(session, engine, limit: int, lease_seconds: float, held_back: list[str] = ()):
     now = utcnow()
     lease_cutoff = now - timedelta(seconds=lease_seconds)
     query = (
@@ -66,25 +83,29 @@ def _ready_rows(session, engine, limit: int, lease_seconds: float):
         .order_by(Outbox.id)
         .limit(limit)
     )
+    if held_back:
+        query = query.where(Outbox.job.not_in(held_back))
     if is_postgres(engine):
         query = query.with_for_update(skip_locked=True)
     return session.execute(query).all()
 
 
-def _group_into_jobs(rows) -> list[tuple[str, list[int]]]:
-    """(job function, outbox ids) per job: one kind, one workspace, at most RELAY_EVENTS_PER_JOB events."""
-    jobs: list[tuple[str, list[int]]] = []
-    current: dict[tuple[str, str], tuple[list[int], int]] = {}
+def _group_into_jobs(rows) -> list[tuple[str, str, list[int]]]:
+    """(job function, queue name, outbox ids) per job: one route, one workspace, at most
+    RELAY_EVENTS_PER_JOB events."""
+    jobs: list[tuple[str, str, list[int]]] = []
+    current: dict[tuple[str, str, str], tuple[list[int], int]] = {}
     for outbox_id, workspace_id, payload, kind, *_ in rows:
-        function = JOB_FUNCTIONS.get(kind or "process_events", JOB_FUNCTION)
+        function, queue_name = route(kind)
+        key = (function, queue_name, workspace_id)
         size = len((payload or {}).get("event_ids", ())) or 1
-        ids, count = current.get((function, workspace_id), ([], 0))
+        ids, count = current.get(key, ([], 0))
         if ids and count + size > defaults.RELAY_EVENTS_PER_JOB:
-            jobs.append((function, ids))
+            jobs.append((function, queue_name, ids))
             ids, count = [], 0
         ids.append(outbox_id)
-        current[(function, workspace_id)] = (ids, count + size)
-    jobs.extend((function, ids) for (function, _), (ids, _) in current.items() if ids)
+        current[key] = (ids, count + size)
+    jobs.extend((function, queue_name, ids) for (function, queue_name, _), (ids, _) in current.items() if ids)
     return jobs
 
 
@@ -94,7 +115,7 @@ def _fail_lost_rows(session, rows) -> list:
     A row a job settled for a retry has no lease (enqueued_at is cleared) and is never failed here.
     Returns the rest."""
     lost = [row for row in rows
-            if (row.job or "process_events") == "process_events" and row.enqueued_at is not None
+            if (row.job or PROCESS_JOB) in EVENT_JOBS and row.enqueued_at is not None
             and row.attempts >= defaults.OUTBOX_MAX_DELIVERIES]
     if not lost:
         return rows
@@ -119,13 +140,14 @@ def relay_once(runtime, queues: dict[str, Queue] | None = None, limit: int = def
     go out again after their lease: a job delivered twice changes nothing.
     """
     queues = queues or queues_for(runtime.redis())
+    held_back = held_back_kinds(queues)
     with transaction(runtime.engine) as session:
-        rows = _fail_lost_rows(session, _ready_rows(session, runtime.engine, limit, lease_seconds))
+        rows = _fail_lost_rows(session, _ready_rows(session, runtime.engine, limit, lease_seconds, held_back))
         if not rows:
             return 0
         by_queue: dict[str, list] = {}
-        for function, ids in _group_into_jobs(rows):
-            by_queue.setdefault(_queue_name(function), []).append(
+        for function, queue_name, ids in _group_into_jobs(rows):
+            by_queue.setdefault(queue_name, []).append(
                 Queue.prepare_data(function, args=(ids,), timeout=defaults.JOB_TIMEOUT_SECONDS,
                                    result_ttl=0, failure_ttl=7 * 24 * 3600))
         for name, prepared in by_queue.items():

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from hub.connectors.base import CrmRecord
 from hub.mappings.transforms import epoch_ms
-from hub.store import IngestResult, ingest
+from hub.store import PROCESS_JOB, IngestResult, ingest
 from webhooks.common import IncomingEvent
 
 HUBSPOT_SNAPSHOT_KIND = "contact.snapshot"
@@ -66,10 +66,12 @@ def store_deleted(engine, workspace_id: str, object_type: str, deleted: list[tup
 EVENT_BUILDERS = {"salesforce": salesforce_event, "hubspot": hubspot_event}
 
 
-def store_records(engine, workspace_id: str, system: str, records: list[CrmRecord], origin: str) -> IngestResult:
-    """Store the records as pending events (one transaction; duplicates ignored)."""
+def store_records(engine, workspace_id: str, system: str, records: list[CrmRecord], origin: str,
+                  job: str = PROCESS_JOB) -> IngestResult:
+    """Store the records as pending events (one transaction; duplicates ignored); `job`: their outbox
+    rows' Outbox.job (hub.store)."""
     build = EVENT_BUILDERS[system]
-    return ingest(engine, [(workspace_id, build(record, origin)) for record in records if record.id])
+    return ingest(engine, [(workspace_id, build(record, origin)) for record in records if record.id], job=job)
 
 
 def hubspot_snapshot_changes(payload: dict) -> list:

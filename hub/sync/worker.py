@@ -36,8 +36,10 @@ def run_until_idle(runtime, rounds: int = 20) -> None:
     """Relay the outbox and run the queued jobs in this process until nothing is left (tests, `hub demo`)."""
     from hub.sync import relay
 
+    queues = relay.queues_for(runtime.redis())
     for _ in range(rounds):
-        if not relay.drain(runtime):
+        moved = relay.drain(runtime, queues)
+        if not moved and not any(queue.count for queue in queues.values()):   # a full queue moves nothing
             return
         run_burst(runtime)
     raise RuntimeError(f"work still queued after {rounds} rounds")

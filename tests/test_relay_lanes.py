@@ -1,0 +1,122 @@
+"""Queue lanes and back-pressure of the outbox relay (hub.sync.relay), against the real database and Redis.
+
+A backfill stores a whole CRM as events; those go to the bulk queue, which workers take after live
+changes, so a webhook that arrives behind a backfill's backlog is applied first. A queue that holds
+RELAY_QUEUE_HIGH_WATER jobs gets no more: its rows wait in the outbox, are not handed out again
+when their lease runs out, and never count as lost.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from rq import SimpleWorker
+from sqlalchemy import select
+
+from hub import defaults
+from hub.connectors.base import CrmRecord
+from hub.db import transaction
+from hub.models import Event, Outbox
+from hub.store import BULK_PROCESS_JOB
+from hub.sync import relay
+from hub.sync.replay import replay_failed
+from hub.sync.snapshots import store_records
+from hub.sandbox.signing import hubspot_v3_headers
+from tests.conftest import HUBSPOT_APP_SECRET, run_pipeline
+from tests.live_server import property_change
+
+URL = "http://localhost/webhooks/hubspot"
+BACKFILLED = 5
+
+
+def backfill_pages(runtime, workspace_id: str, pages: int = BACKFILLED) -> None:
+    """What `hub backfill hubspot` stores: one page (one outbox row) of one record per call here."""
+    for n in range(pages):
+        record = CrmRecord("contact", str(900 + n), {"email": f"old{n}@example.com", "firstname": f"Old{n}"},
+                           updated_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+        store_records(runtime.engine, workspace_id, "hubspot", [record], "backfill", BULK_PROCESS_JOB)
+
+
+def post_live_change(client) -> None:
+    body = json.dumps([property_change(4242, "email", "live@example.com", 77, 1764093860000)]).encode()
+    answer = client.post("/webhooks/hubspot", data=body,
+                         headers=hubspot_v3_headers(HUBSPOT_APP_SECRET, "POST", URL, body))
+    assert answer.status_code == 200
+
+
+def statuses(runtime) -> dict[str, str]:
+    """origin ("backfill" or "webhook") -> statuses of its events."""
+    with transaction(runtime.engine) as session:
+        rows = session.execute(select(Event.dedupe_key, Event.status)).all()
+    found: dict[str, list[str]] = {}
+    for key, status in rows:
+        found.setdefault("backfill" if ":backfill:" in key else "webhook", []).append(status)
+    return {origin: ",".join(sorted(set(values))) for origin, values in found.items()}
+
+
+def worker(runtime) -> SimpleWorker:
+    from hub.sync.worker import make_worker
+
+    return make_worker(runtime, simple=True)
+
+
+def test_a_live_change_behind_a_backfill_backlog_is_applied_first(runtime, client, workspace, hubspot_connection):
+    backfill_pages(runtime, workspace["workspace_id"])
+    post_live_change(client)                     # stored after the backlog: its outbox row comes last
+    relay.drain(runtime)
+    queues = relay.queues_for(runtime.redis())
+    assert queues[defaults.BULK_QUEUE_NAME].count >= 1 and queues[defaults.QUEUE_NAME].count == 1
+
+    worker(runtime).work(burst=True, max_jobs=1, with_scheduler=False)
+
+    assert statuses(runtime) == {"backfill": "pending", "webhook": "processed"}
+    run_pipeline(runtime)
+    assert statuses(runtime) == {"backfill": "processed", "webhook": "processed"}
+
+
+def test_a_full_queue_keeps_its_rows_in_the_outbox_and_live_rows_still_go_out(
+        runtime, client, workspace, hubspot_connection, monkeypatch):
+    monkeypatch.setattr(defaults, "RELAY_QUEUE_HIGH_WATER", 2)
+    monkeypatch.setattr(defaults, "RELAY_EVENTS_PER_JOB", 1)          # one job per backfilled page
+    backfill_pages(runtime, workspace["workspace_id"])
+    queues = relay.queues_for(runtime.redis())
+    bulk = queues[defaults.BULK_QUEUE_NAME]
+
+    assert relay.relay_once(runtime, queues) == BACKFILLED               # the queue was empty: all go
+    assert bulk.count == BACKFILLED
+    backfill_pages(runtime, workspace["workspace_id"], pages=BACKFILLED + 2)   # two more pages come in
+    post_live_change(client)
+
+    # Every lease has run out (lease 0): without back-pressure each waiting row would go out again.
+    assert relay.relay_once(runtime, queues, lease_seconds=0) == 1       # only the live row
+    assert bulk.count == BACKFILLED and queues[defaults.QUEUE_NAME].count == 1
+    with transaction(runtime.engine) as session:
+        bulk_rows = session.execute(select(Outbox.attempts, Outbox.enqueued_at).where(
+            Outbox.job == BULK_PROCESS_JOB)).all()
+    assert sorted(attempts for attempts, _ in bulk_rows) == [0, 0] + [1] * BACKFILLED
+
+    run_pipeline(runtime)
+    assert statuses(runtime) == {"backfill": "processed", "webhook": "processed"}
+
+
+@pytest.mark.parametrize("held", [0, 1])
+def test_rows_of_a_queue_below_its_high_water_go_out(runtime, workspace, monkeypatch, held):
+    """The mark is the queue's own length: below it, rows go out; at it, they wait."""
+    monkeypatch.setattr(defaults, "RELAY_QUEUE_HIGH_WATER", 1)
+    queues = relay.queues_for(runtime.redis())
+    for _ in range(held):
+        queues[defaults.BULK_QUEUE_NAME].enqueue("builtins.len", [])
+    backfill_pages(runtime, workspace["workspace_id"], pages=1)
+    assert relay.relay_once(runtime, queues) == (0 if held else 1)
+
+
+def test_a_mass_replay_goes_to_the_bulk_queue(runtime, client, workspace, hubspot_connection):
+    post_live_change(client)
+    with transaction(runtime.engine) as session:
+        session.execute(Event.__table__.update().values(status="failed"))
+        session.execute(Outbox.__table__.update().values(done_at=datetime.now(timezone.utc)))
+    assert replay_failed(runtime) == 1
+    relay.drain(runtime)
+    queues = relay.queues_for(runtime.redis())
+    assert (queues[defaults.QUEUE_NAME].count, queues[defaults.BULK_QUEUE_NAME].count) == (0, 1)
