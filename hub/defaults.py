@@ -21,7 +21,12 @@ QUEUE_NAME = "hub"                      # events and CRM sync: the path from a c
 RULES_QUEUE_NAME = "hub-rules"          # lead rules (evaluation, effects, decay, SLA): taken when the first is empty
 BULK_QUEUE_NAME = "hub-bulk"            # backfilled records and mass replays: taken when both others are empty
 QUEUE_NAMES = (QUEUE_NAME, RULES_QUEUE_NAME, BULK_QUEUE_NAME)   # workers listen in this order
-RELAY_QUEUE_HIGH_WATER = 20             # jobs waiting in a queue beyond which the relay leaves that queue's rows in the outbox
+BULK_SLICE_SECONDS = 0.1                # a bulk job hands its rest back after this when live or rules work waits
+BULK_CHUNK_EVENTS = 5                   # ...looking between chunks of this many events
+# Jobs waiting in a queue at which the relay leaves that queue's rows in the outbox. Low for bulk work,
+# so a backfill waits in the outbox, not in Redis past its lease; high for the others: holding live rows
+# back would merge them into fewer, larger jobs that fewer workers share (p95 +70 % in bench/sync).
+QUEUE_HIGH_WATER = {QUEUE_NAME: 1000, RULES_QUEUE_NAME: 1000, BULK_QUEUE_NAME: 10}
 RELAY_BATCH_ROWS = 500                  # outbox rows read per relay pass
 RELAY_EVENTS_PER_JOB = 200              # events handed to one RQ job
 RELAY_IDLE_SECONDS = 0.1                # relay sleep when nothing is ready (each stage waits half of it on average; a pass costs ~2 ms CPU)

@@ -2,8 +2,9 @@
 
 A backfill stores a whole CRM as events; those go to the bulk queue, which workers take after live
 changes, so a webhook that arrives behind a backfill's backlog is applied first. A queue that holds
-RELAY_QUEUE_HIGH_WATER jobs gets no more: its rows wait in the outbox, are not handed out again
-when their lease runs out, and never count as lost.
+its QUEUE_HIGH_WATER of jobs gets no more: its rows wait in the outbox, are not handed out again
+when their lease runs out, and never count as lost. A bulk job that finds live work waiting hands
+the rest of its events back to the outbox.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from hub.connectors.base import CrmRecord
 from hub.db import transaction
 from hub.models import Event, Outbox
 from hub.store import BULK_PROCESS_JOB
-from hub.sync import relay
+from hub.sync import jobs, relay
 from hub.sync.replay import replay_failed
 from hub.sync.snapshots import store_records
 from hub.sandbox.signing import hubspot_v3_headers
@@ -30,12 +31,15 @@ URL = "http://localhost/webhooks/hubspot"
 BACKFILLED = 5
 
 
+def backfilled(n: int) -> CrmRecord:
+    return CrmRecord("contact", str(900 + n), {"email": f"old{n}@example.com", "firstname": f"Old{n}"},
+                     updated_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+
+
 def backfill_pages(runtime, workspace_id: str, pages: int = BACKFILLED) -> None:
     """What `hub backfill hubspot` stores: one page (one outbox row) of one record per call here."""
     for n in range(pages):
-        record = CrmRecord("contact", str(900 + n), {"email": f"old{n}@example.com", "firstname": f"Old{n}"},
-                           updated_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
-        store_records(runtime.engine, workspace_id, "hubspot", [record], "backfill", BULK_PROCESS_JOB)
+        store_records(runtime.engine, workspace_id, "hubspot", [backfilled(n)], "backfill", BULK_PROCESS_JOB)
 
 
 def post_live_change(client) -> None:
@@ -77,7 +81,7 @@ def test_a_live_change_behind_a_backfill_backlog_is_applied_first(runtime, clien
 
 def test_a_full_queue_keeps_its_rows_in_the_outbox_and_live_rows_still_go_out(
         runtime, client, workspace, hubspot_connection, monkeypatch):
-    monkeypatch.setattr(defaults, "RELAY_QUEUE_HIGH_WATER", 2)
+    monkeypatch.setitem(defaults.QUEUE_HIGH_WATER, defaults.BULK_QUEUE_NAME, 2)
     monkeypatch.setattr(defaults, "RELAY_EVENTS_PER_JOB", 1)          # one job per backfilled page
     backfill_pages(runtime, workspace["workspace_id"])
     queues = relay.queues_for(runtime.redis())
@@ -103,7 +107,7 @@ def test_a_full_queue_keeps_its_rows_in_the_outbox_and_live_rows_still_go_out(
 @pytest.mark.parametrize("held", [0, 1])
 def test_rows_of_a_queue_below_its_high_water_go_out(runtime, workspace, monkeypatch, held):
     """The mark is the queue's own length: below it, rows go out; at it, they wait."""
-    monkeypatch.setattr(defaults, "RELAY_QUEUE_HIGH_WATER", 1)
+    monkeypatch.setitem(defaults.QUEUE_HIGH_WATER, defaults.BULK_QUEUE_NAME, 1)
     queues = relay.queues_for(runtime.redis())
     for _ in range(held):
         queues[defaults.BULK_QUEUE_NAME].enqueue("builtins.len", [])
@@ -120,3 +124,33 @@ def test_a_mass_replay_goes_to_the_bulk_queue(runtime, client, workspace, hubspo
     relay.drain(runtime)
     queues = relay.queues_for(runtime.redis())
     assert (queues[defaults.QUEUE_NAME].count, queues[defaults.BULK_QUEUE_NAME].count) == (0, 1)
+
+
+def test_a_bulk_job_hands_its_rest_back_when_live_work_waits(runtime, workspace, monkeypatch):
+    monkeypatch.setattr(defaults, "BULK_SLICE_SECONDS", 0.0)
+    monkeypatch.setattr(defaults, "BULK_CHUNK_EVENTS", 2)
+    store_records(runtime.engine, workspace["workspace_id"], "hubspot", [backfilled(n) for n in range(5)],
+                  "backfill", BULK_PROCESS_JOB)                       # one page: one outbox row of 5 events
+    queues = relay.queues_for(runtime.redis())
+    assert relay.relay_once(runtime, queues) == 1
+    (outbox_id,) = _open_outbox_ids(runtime)
+    queues[defaults.QUEUE_NAME].enqueue("builtins.len", [])           # a live job waits
+
+    counts = jobs.process_bulk_outbox([outbox_id])
+
+    assert counts["processed"] == 2 and counts["yielded"] == 1           # one chunk, then it gave way
+    assert statuses(runtime) == {"backfill": "pending,processed"}
+    bulk = queues[defaults.BULK_QUEUE_NAME]
+    assert bulk.count == 1
+    relay.relay_once(runtime, queues)
+    assert bulk.count == 2                                              # back in the outbox at once, no lease
+    for name in (defaults.QUEUE_NAME, defaults.RULES_QUEUE_NAME):     # the work that went first is done
+        queues[name].empty()
+    counts = jobs.process_bulk_outbox([outbox_id])
+    assert counts["processed"] == 3 and counts["skipped"] == 2 and "yielded" not in counts
+    assert statuses(runtime) == {"backfill": "processed"} and _open_outbox_ids(runtime) == []
+
+
+def _open_outbox_ids(runtime) -> list[int]:
+    with transaction(runtime.engine) as session:
+        return list(session.scalars(select(Outbox.id).where(Outbox.done_at.is_(None), Outbox.job == BULK_PROCESS_JOB)))

@@ -2,6 +2,10 @@
 
 `process_outbox` runs each event of its outbox rows in its own transaction (effects + status
 commit together), so a job killed midway re-runs safely: processed events are skipped.
+`process_bulk_outbox` does the same for bulk rows (backfill, mass replay) but hands the rest of its
+rows back to the outbox once it has run BULK_SLICE_SECONDS and live or rules work waits (it looks
+between chunks of BULK_CHUNK_EVENTS events), so a worker busy with a backfill takes up a live
+change within about that time.
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import os
 import time
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub import defaults, metrics
@@ -58,26 +62,72 @@ def use_runtime(runtime_for_jobs: Runtime | None) -> None:
     _runtime = runtime_for_jobs
 
 
-def process_outbox(outbox_ids: list[int]) -> dict:
-    """The RQ job: apply the events of these outbox rows, then settle each row."""
-    from hub.sync.owners import prepare_events
+def process_outbox(outbox_ids: list[int], should_yield=None, chunk: int | None = None) -> dict:
+    """The RQ job: apply the events of these outbox rows, then settle each row.
 
+    `should_yield()`, asked before each `chunk` of a row's open events after the first: True hands
+    this row and the rest back to the outbox."""
     rt = runtime()
     counts = {"processed": 0, "ignored": 0, "retry": 0, "failed": 0, "skipped": 0}
-    for outbox_id in outbox_ids:
+    for position, outbox_id in enumerate(outbox_ids):
         with transaction(rt.engine) as session:
             row = session.get(Outbox, outbox_id)
             if row is None or row.done_at is not None:
                 continue
             event_ids = list((row.payload or {}).get("event_ids", ()))
-        parsed = prepare_events(rt, event_ids)   # CRM user listings happen before the transactions, never in one
-        retry_after = 0.0
-        for event_id in event_ids:
-            outcome, wait = process_one(rt, event_id, parsed.get(event_id))
-            counts[outcome] = counts.get(outcome, 0) + 1
-            retry_after = max(retry_after, wait)
-        _settle_outbox(rt, outbox_id, event_ids, retry_after)
+            open_ids = set(session.scalars(select(Event.id).where(Event.id.in_(event_ids), Event.status == "pending")))
+        todo = [event_id for event_id in event_ids if event_id in open_ids]
+        counts["skipped"] += len(event_ids) - len(todo)
+        retry_after, yielded, size = 0.0, False, chunk or max(len(todo), 1)
+        for start in range(0, len(todo), size):
+            if start and should_yield is not None and should_yield():
+                yielded = True
+                break
+            retry_after = max(retry_after, _process_events(rt, todo[start:start + size], counts))
+        _settle_outbox(rt, outbox_id, event_ids, retry_after, handed_back=yielded)
+        if yielded:
+            _hand_back(rt, outbox_ids[position + 1:])
+            counts["yielded"] = len(outbox_ids) - position
+            break
     return counts
+
+
+def _process_events(rt: Runtime, event_ids: list[int], counts: dict) -> float:
+    """Apply these events, counting outcomes; returns the longest wait a vendor asked for."""
+    from hub.sync.owners import prepare_events
+
+    parsed = prepare_events(rt, event_ids)   # CRM user listings happen before the transactions, never in one
+    retry_after = 0.0
+    for event_id in event_ids:
+        outcome, wait = process_one(rt, event_id, parsed.get(event_id))
+        counts[outcome] = counts.get(outcome, 0) + 1
+        retry_after = max(retry_after, wait)
+    return retry_after
+
+
+def process_bulk_outbox(outbox_ids: list[int]) -> dict:
+    """The RQ job for bulk rows: as process_outbox, handing the rest back once it has run
+    BULK_SLICE_SECONDS and a job waits in a queue workers take first."""
+    from rq import Queue
+
+    rt = runtime()
+    first = [Queue(name, connection=rt.redis()) for name in defaults.QUEUE_NAMES[:defaults.QUEUE_NAMES.index(
+        defaults.BULK_QUEUE_NAME)]]
+    started = time.monotonic()
+
+    def should_yield() -> bool:
+        return time.monotonic() - started >= defaults.BULK_SLICE_SECONDS and any(queue.count for queue in first)
+
+    return process_outbox(outbox_ids, should_yield, chunk=defaults.BULK_CHUNK_EVENTS)
+
+
+def _hand_back(rt: Runtime, outbox_ids: list[int]) -> None:
+    """Rows a job did not start: the relay hands them out again at once (no lease to wait out)."""
+    if not outbox_ids:
+        return
+    with transaction(rt.engine) as session:
+        session.execute(update(Outbox).where(Outbox.id.in_(outbox_ids), Outbox.done_at.is_(None))
+                        .values(enqueued_at=None, available_at=utcnow()))
 
 
 def process_one(rt: Runtime, event_id: int, parsed: list | Exception | None = None) -> tuple[str, float]:
@@ -169,8 +219,10 @@ def retry_delay(attempts: int, retry_after: float = 0.0) -> float:
     return max(float(step), retry_after)
 
 
-def _settle_outbox(rt: Runtime, outbox_id: int, event_ids: list[int], retry_after: float = 0.0) -> None:
-    """Done when every event is terminal; otherwise hand it out again after a backoff."""
+def _settle_outbox(rt: Runtime, outbox_id: int, event_ids: list[int], retry_after: float = 0.0,
+                   handed_back: bool = False) -> None:
+    """Done when every event is terminal; otherwise hand it out again after a backoff (at once when
+    the job `handed_back` the row with events it never tried)."""
     with transaction(rt.engine) as session:
         row = session.get(Outbox, outbox_id)
         if row is None or row.done_at is not None:
@@ -181,7 +233,10 @@ def _settle_outbox(rt: Runtime, outbox_id: int, event_ids: list[int], retry_afte
             row.done_at = utcnow()
             return
         # An event still open with no recorded attempt is held by another job (SKIP LOCKED): look again soon.
-        delay = retry_delay(max(open_attempts), retry_after) if max(open_attempts) else defaults.EVENT_RETRY_BACKOFF_SECONDS[0]
+        if max(open_attempts):
+            delay = retry_delay(max(open_attempts), retry_after)
+        else:
+            delay = 0.0 if handed_back else defaults.EVENT_RETRY_BACKOFF_SECONDS[0]
         row.available_at = utcnow() + timedelta(seconds=delay)
         row.enqueued_at = None
 

@@ -6,10 +6,10 @@ idempotent, so a second delivery changes nothing.
 
 Each kind of row goes to one of three queues (JOB_ROUTES), which workers take in order: live
 changes and CRM sync first, then lead rules, then bulk work (backfilled records, mass replays), so
-a backfill of a whole CRM never delays a change on its way to the other CRM. A queue holding
-RELAY_QUEUE_HIGH_WATER jobs gets no more until its workers catch up: the backlog waits in the
-outbox, where its leases do not run out while it waits (handing a waiting row out again would
-copy it in the queue and, after OUTBOX_MAX_DELIVERIES, fail its events as lost).
+a backfill of a whole CRM never delays a change on its way to the other CRM. A queue holding its
+QUEUE_HIGH_WATER of jobs gets no more until its workers catch up: the backlog waits in the outbox,
+where its leases do not run out while it waits (handing a waiting row out again would copy it in
+the queue and, after OUTBOX_MAX_DELIVERIES, fail its events as lost).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from hub.store import BULK_PROCESS_JOB, PROCESS_JOB
 logger = logging.getLogger(__name__)
 
 JOB_FUNCTION = "hub.sync.jobs.process_outbox"
+BULK_JOB_FUNCTION = "hub.sync.jobs.process_bulk_outbox"
 SYNC_FUNCTION = "hub.sync.jobs.run_sync_outbox"
 RULES_FUNCTION = "hub.rules.jobs.run_rules_outbox"
 LIVE, RULES, BULK = defaults.QUEUE_NAME, defaults.RULES_QUEUE_NAME, defaults.BULK_QUEUE_NAME
@@ -38,7 +39,7 @@ LIVE, RULES, BULK = defaults.QUEUE_NAME, defaults.RULES_QUEUE_NAME, defaults.BUL
 # Outbox.job -> (the RQ job function its rows go to, its queue); rows of one kind and workspace share a job.
 JOB_ROUTES = {
     PROCESS_JOB: (JOB_FUNCTION, LIVE),
-    BULK_PROCESS_JOB: (JOB_FUNCTION, BULK),
+    BULK_PROCESS_JOB: (BULK_JOB_FUNCTION, BULK),
     "sync_push": (SYNC_FUNCTION, LIVE),
     "sync_poll": (SYNC_FUNCTION, LIVE),
     "sync_delete": (SYNC_FUNCTION, LIVE),
@@ -61,8 +62,8 @@ def queues_for(connection) -> dict[str, Queue]:
 
 
 def held_back_kinds(queues: dict[str, Queue]) -> list[str]:
-    """Outbox.job kinds whose queue holds RELAY_QUEUE_HIGH_WATER jobs or more: not handed out this pass."""
-    full = {name for name, queue in queues.items() if queue.count >= defaults.RELAY_QUEUE_HIGH_WATER}
+    """Outbox.job kinds whose queue holds its QUEUE_HIGH_WATER of jobs or more: not handed out this pass."""
+    full = {name for name, queue in queues.items() if queue.count >= defaults.QUEUE_HIGH_WATER[name]}
     return sorted(kind for kind, (_, name) in JOB_ROUTES.items() if name in full)
 
 
