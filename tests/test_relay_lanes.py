@@ -140,6 +140,8 @@ def test_a_bulk_job_hands_its_rest_back_when_live_work_waits(runtime, workspace,
 
     assert counts["processed"] == 2 and counts["yielded"] == 1           # one chunk, then it gave way
     assert statuses(runtime) == {"backfill": "pending,processed"}
+    with transaction(runtime.engine) as session:                        # not a lost delivery
+        assert session.scalar(select(Outbox.attempts).where(Outbox.id == outbox_id)) == 0
     bulk = queues[defaults.BULK_QUEUE_NAME]
     assert bulk.count == 1
     relay.relay_once(runtime, queues)

@@ -122,12 +122,13 @@ def process_bulk_outbox(outbox_ids: list[int]) -> dict:
 
 
 def _hand_back(rt: Runtime, outbox_ids: list[int]) -> None:
-    """Rows a job did not start: the relay hands them out again at once (no lease to wait out)."""
+    """Rows a job did not start: the relay hands them out again at once (no lease to wait out). A
+    hand-back is not a lost delivery: it does not count towards OUTBOX_MAX_DELIVERIES."""
     if not outbox_ids:
         return
     with transaction(rt.engine) as session:
         session.execute(update(Outbox).where(Outbox.id.in_(outbox_ids), Outbox.done_at.is_(None))
-                        .values(enqueued_at=None, available_at=utcnow()))
+                        .values(enqueued_at=None, available_at=utcnow(), attempts=Outbox.attempts - 1))
 
 
 def process_one(rt: Runtime, event_id: int, parsed: list | Exception | None = None) -> tuple[str, float]:
@@ -237,6 +238,8 @@ def _settle_outbox(rt: Runtime, outbox_id: int, event_ids: list[int], retry_afte
             delay = retry_delay(max(open_attempts), retry_after)
         else:
             delay = 0.0 if handed_back else defaults.EVENT_RETRY_BACKOFF_SECONDS[0]
+        if handed_back:
+            row.attempts = max(row.attempts - 1, 0)      # as _hand_back: not a lost delivery
         row.available_at = utcnow() + timedelta(seconds=delay)
         row.enqueued_at = None
 
