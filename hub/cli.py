@@ -12,6 +12,7 @@ from flask.cli import FlaskGroup, with_appcontext
 
 from hub import admin
 from hub.app import create_app
+from hub.cli_output import emit, json_option
 from hub.runtime import current_runtime
 
 
@@ -23,19 +24,6 @@ def _app_factory():
              add_version_option=False, load_dotenv=False)
 def main():
     """lead hub: webhooks in, one canonical contact, HubSpot <-> Salesforce sync, lead rules."""
-
-
-def emit(values: dict, as_json: bool) -> None:
-    """`name: value` lines, or one JSON object with --json."""
-    if as_json:
-        click.echo(json.dumps(values))
-    else:
-        for name, value in values.items():
-            click.echo(f"{name}: {value}")
-
-
-def json_option(func):
-    return click.option("--json", "as_json", is_flag=True, help="print one JSON object")(func)
 
 
 def _fail(exc: Exception):

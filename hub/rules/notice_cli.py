@@ -13,6 +13,7 @@ import click
 from flask.cli import with_appcontext
 from marshmallow import ValidationError, fields
 
+from hub.cli_output import emit, json_option, workspace_option
 from hub.connectors.notice import Notice, NoticeKind
 from hub.exceptions import HubError
 from hub.rules import caps, messages, notices
@@ -23,12 +24,6 @@ def _runtime():
     from hub.runtime import current_runtime
 
     return current_runtime()
-
-
-def _emit(values: dict, as_json: bool) -> None:
-    from hub.cli import emit      # imported late: hub.cli registers this group at its end
-
-    emit(values, as_json)
 
 
 def parse_settings(kind: type[NoticeKind], pairs: tuple[str, ...]) -> dict:
@@ -77,11 +72,11 @@ def notice():
 
 
 @notice.command("set")
-@click.option("--workspace", "workspace_id", required=True)
+@workspace_option
 @click.option("--kind", required=True, help=f"one of {', '.join(notices.NOTICE_KINDS)}")
 @click.option("--setting", "pairs", multiple=True, metavar="NAME=VALUE",
               help="a channel setting, e.g. webhook_url=https://hooks.slack.com/... (repeatable)")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@json_option
 @with_appcontext
 def notice_set(workspace_id, kind, pairs, as_json):
     """Validate and store (encrypted) the channel notices go to; prints it with secrets masked."""
@@ -89,8 +84,8 @@ def notice_set(workspace_id, kind, pairs, as_json):
 
 
 @notice.command("show")
-@click.option("--workspace", "workspace_id", required=True)
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@workspace_option
+@json_option
 @with_appcontext
 def notice_show(workspace_id, as_json):
     """Print the notice channel, the channels to contacts (secrets masked) and the frequency caps."""
@@ -100,16 +95,16 @@ def notice_show(workspace_id, as_json):
         contact_view = messages.show_channels(runtime, workspace_id)
     except HubError as exc:
         raise click.ClickException(str(exc)) from None
-    _emit({**view, **contact_view} if as_json else _show_lines(view, contact_view), as_json)
+    emit({**view, **contact_view} if as_json else _show_lines(view, contact_view), as_json)
 
 
 @notice.command("channel")
-@click.option("--workspace", "workspace_id", required=True)
+@workspace_option
 @click.option("--channel", required=True, help=f"a channel to contacts: {', '.join(messages.OWN_CHANNELS)} "
                                                "(email messages use the notice channel when it is email)")
 @click.option("--setting", "pairs", multiple=True, metavar="NAME=VALUE",
               help="a channel setting, e.g. url=https://crm.example.com/hooks (repeatable)")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@json_option
 @with_appcontext
 def notice_channel(workspace_id, channel, pairs, as_json):
     """Validate and store (encrypted) a channel for `message` effects; prints it with secrets masked."""
@@ -126,27 +121,27 @@ def _store_channel(kind: str, kind_class, configure, workspace_id: str, pairs, a
     except HubError as exc:
         raise click.ClickException(str(exc)) from None
     view = {"kind": kind, "settings": masked}
-    _emit(view if as_json else _printable(view), as_json)
+    emit(view if as_json else _printable(view), as_json)
 
 
 @notice.command("cap")
-@click.option("--workspace", "workspace_id", required=True)
+@workspace_option
 @click.option("--channel", required=True, type=click.Choice(MESSAGE_CHANNELS))
 @click.option("--max", "max_messages", required=True, type=click.IntRange(*caps.MAX_RANGE),
               help="messages to one contact on this channel ...")
 @click.option("--days", required=True, type=click.IntRange(*caps.DAYS_RANGE), help="... within this many days")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@json_option
 @with_appcontext
 def notice_cap(workspace_id, channel, max_messages, days, as_json):
     """Set a frequency cap on `message` effects (default 3 per 7 days per contact and channel)."""
     try:
-        _emit(caps.set_cap(_runtime(), workspace_id, channel, max_messages, days), as_json)
+        emit(caps.set_cap(_runtime(), workspace_id, channel, max_messages, days), as_json)
     except HubError as exc:
         raise click.ClickException(str(exc)) from None
 
 
 @notice.command("test")
-@click.option("--workspace", "workspace_id", required=True)
+@workspace_option
 @with_appcontext
 def notice_test(workspace_id):
     """Send a test notice now; prints the channel it went through ("log" when none is configured)."""
