@@ -1,6 +1,6 @@
 """bench/sync: API calls per changed contact, change-to-appearance latency, backfill throughput.
 
-    python bench/sync [--contacts 10000] [--rate 50] [--seconds 30] [--backfill 22000] [--backlog 20000]
+    python bench/sync [--contacts 10000] [--rate 50] [--seconds 30] [--backfill 66000] [--backlog 20000]
                       [--database-url URL] [--redis-url URL] [--only calls,latency,backfill,backlog]
 
 Everything runs in this process against the loopback fakes (hub/sandbox), with the hub's real
@@ -15,7 +15,9 @@ e.g. a server of its own (README).
 2. latency: people edit at `--rate` changes/s (half in HubSpot, half in Salesforce); webhooks are
    delivered every 100 ms; p95 of (edit in one fake -> value visible in the other). Target < 2 s.
 3. backfill: a HubSpot fake enforcing 110 requests / 10 s holds `--backfill` contacts; `hub
-   backfill` reads them all. Target >= 95 % of 1,100 contacts/s and 0 answers 429.
+   backfill` reads them all. Contacts/s is counted over whole 10 s windows (a fresh portal's first
+   110 calls go out at once, so records/elapsed flatters a short run). Target >= 95 % of 1,100
+   contacts/s and 0 answers 429.
 4. backlog (only when asked for): the latency of 2. while `--backlog` backfilled records wait to be
    processed, stored as the hub stores them (bulk queue) and, as the baseline in the same run, as
    live events (how the hub queued them before the bulk queue). Target: p95 < 2 s with the backlog.
@@ -331,19 +333,44 @@ def bench_backfill(runtime, count: int) -> bool:
     for n in range(count):
         hubspot._write(f"b{n}@bench.example.com", {"firstname": f"B{n}", "lastname": "Bench"}, "CRM_UI", "userId:1")
     hubspot.webhook_events.clear()
+    stored_at: list[tuple[float, int]] = []
     with serve(hubspot) as hs:
         workspace_id = admin.create_workspace(runtime, "bench-backfill")["workspace_id"]
         point_runtime_at(runtime, hubspot_url=hs.url)
         connect_hubspot_fake(runtime, workspace_id, hubspot)
         connector = registry.connector_for(runtime, workspace_id, "hubspot")
         started = time.perf_counter()
-        result = backfill(runtime, workspace_id, "hubspot", connector)
+        result = backfill(runtime, workspace_id, "hubspot", connector,
+                          progress=lambda records: stored_at.append((time.perf_counter(), records)))
         elapsed = time.perf_counter() - started
-    rate = result.read / elapsed
-    print(f"backfill: {result.read} contacts in {result.pages} pages, {elapsed:.1f} s = {rate:.0f} contacts/s "
-          f"({rate / 1100:.1%} of 1,100/s); fake refused {hubspot.limiter.refused} calls with 429 "
+    overall = result.read / elapsed
+    steady, windows = rate_in_full_windows(started, stored_at, RATE_WINDOW_SECONDS)
+    print(f"backfill: {result.read} contacts in {result.pages} pages, {elapsed:.1f} s; "
+          f"{steady:.0f} contacts/s in {windows} full {RATE_WINDOW_SECONDS:.0f} s windows "
+          f"({steady / 1100:.1%} of 1,100/s; over the whole run {overall:.0f}/s, flattered by the first "
+          f"window's burst); fake refused {hubspot.limiter.refused} calls with 429 "
           f"(max {hubspot.limiter.max_in_window} calls in a 10 s window); stored {result.stored} events")
-    return rate >= 0.95 * 1100 and hubspot.limiter.refused == 0 and result.read == count
+    if windows < 3:
+        print(f"  backfill: only {windows} full windows; use --backfill {11000 * 6} or more for a steady figure")
+    return steady >= 0.95 * 1100 and hubspot.limiter.refused == 0 and result.read == count
+
+
+RATE_WINDOW_SECONDS = 10.0
+
+
+def rate_in_full_windows(started: float, stored_at: list[tuple[float, int]], window: float) -> tuple[float, int]:
+    """Records stored per second over the whole `window`s between `started` and the last page.
+
+    The limit is a rolling window: a fresh portal's first 110 calls go out at once, so a short
+    run's records/elapsed can exceed 1,100/s. Counted per whole window, a client that keeps the
+    limit busy stores 110 pages per window (1,100 contacts/s) and no more."""
+    if not stored_at:
+        return 0.0, 0
+    windows = int((stored_at[-1][0] - started) // window)
+    if windows == 0:
+        return sum(records for _, records in stored_at) / max(stored_at[-1][0] - started, 1e-9), 0
+    in_windows = sum(records for at, records in stored_at if at < started + windows * window)
+    return in_windows / (windows * window), windows
 
 
 def main() -> int:
@@ -351,7 +378,7 @@ def main() -> int:
     parser.add_argument("--contacts", type=int, default=10000)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--backfill", type=int, default=22000)
+    parser.add_argument("--backfill", type=int, default=66000)
     parser.add_argument("--workers", type=int, default=2, help="hub worker processes for the latency run")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--redis-url", default=os.environ.get("HUB_REDIS_URL"))
