@@ -170,3 +170,48 @@ def test_a_persons_value_from_before_the_hubs_write_leaves_the_write_in_place(ru
     assert kept.fields == {"title": "Person"}
     with transaction(runtime.engine) as session:
         assert echo.load_snapshot(session, ws, "salesforce", LEAD_ID).values["title"] == "Hub"
+
+
+def _statements_on(runtime, table: str):
+    """A list that fills with the SELECTs the engine sends against `table` while the listener is on."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and f"FROM {table}" in statement:
+            seen.append(statement)
+
+    event.listen(runtime.engine, "before_cursor_execute", record)
+    return seen, lambda: event.remove(runtime.engine, "before_cursor_execute", record)
+
+
+def test_one_job_reads_the_workspace_set_up_once_across_its_transactions(runtime, linked):
+    from hub.sync import connected
+
+    ws, _ = linked
+    seen, stop = _statements_on(runtime, "connection")
+    try:
+        with connected.once_per_job():
+            for _ in range(3):
+                assert _drop(runtime, ws, _hs({"title": "CEO"}, "INTEGRATION", HUBSPOT_APP_ID)).fields == {}
+        assert len(seen) == 1
+        seen.clear()
+        for _ in range(2):                     # outside a job: once per transaction
+            _drop(runtime, ws, _hs({"title": "CEO"}, "INTEGRATION", HUBSPOT_APP_ID))
+        assert len(seen) == 2
+    finally:
+        stop()
+
+
+def test_the_next_job_sees_a_set_up_change(runtime, linked):
+    from tests.conftest import HUBSPOT_APP_SECRET, HUBSPOT_PORTAL_ID
+    from hub.sync import connected
+
+    ws, _ = linked
+    with connected.once_per_job():
+        assert _drop(runtime, ws, _hs({"title": "CEO"}, "INTEGRATION", HUBSPOT_APP_ID)).fields == {}
+    admin.connect(runtime, ws, "hubspot", HUBSPOT_PORTAL_ID,
+                  {"access_token": "test-access-token", "app_secret": HUBSPOT_APP_SECRET}, {"app_id": "999"})
+    with connected.once_per_job():     # the app HUBSPOT_APP_ID is no longer the hub's
+        assert _drop(runtime, ws, _hs({"title": "CTO"}, "INTEGRATION", HUBSPOT_APP_ID)).fields == {"title": "CTO"}

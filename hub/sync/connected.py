@@ -1,9 +1,17 @@
-"""What processing asks of a workspace's set-up several times per event, read once per transaction:
-the CRMs it has connected with their (non-secret) settings (echo markers, push targets) and its
-field map (echo judgement, owner rules). Answers are kept in `session.info` for the life of the
-transaction's session.
+"""What processing asks of a workspace's set-up several times per event, read once per transaction
+or once per job: the CRMs it has connected with their (non-secret) settings (echo markers, push
+targets) and its field map (echo judgement, owner rules).
+
+Answers are kept in `session.info` for the life of the transaction's session; inside
+`once_per_job()` (hub.sync.jobs wraps each event job in it) they are kept for the whole job, whose
+events each run in their own transaction. A job runs for well under a second: a change an admin
+makes meanwhile applies from the next job.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
 
 from sqlalchemy import select
 
@@ -12,11 +20,27 @@ from hub.models import Connection, Workspace
 
 _CACHE_KEY = "hub.connected"
 _MAPPING_KEY = "hub.mapping"
+_job_answers: ContextVar[dict | None] = ContextVar("hub.connected.job", default=None)
+
+
+@contextmanager
+def once_per_job() -> Iterator[None]:
+    """Within this block, every transaction shares one set of answers."""
+    token = _job_answers.set({})
+    try:
+        yield
+    finally:
+        _job_answers.reset(token)
+
+
+def _answers(session, key: str) -> dict:
+    shared = _job_answers.get()
+    return (shared if shared is not None else session.info).setdefault(key, {})
 
 
 def connections(session, workspace_id: str) -> dict[str, dict]:
     """CRM kind -> Connection.settings for the workspace."""
-    cache = session.info.setdefault(_CACHE_KEY, {})
+    cache = _answers(session, _CACHE_KEY)
     if workspace_id not in cache:
         cache[workspace_id] = {kind: settings or {} for kind, settings in session.execute(
             select(Connection.kind, Connection.settings).where(Connection.workspace_id == workspace_id))}
@@ -29,7 +53,7 @@ def settings_of(session, workspace_id: str, kind: str) -> dict:
 
 def workspace_mapping(session, workspace_id: str) -> field_map.Mapping:
     """The workspace's field map (defaults plus its `hub mapping` overrides)."""
-    cache = session.info.setdefault(_MAPPING_KEY, {})
+    cache = _answers(session, _MAPPING_KEY)
     if workspace_id not in cache:
         workspace = session.get(Workspace, workspace_id)
         cache[workspace_id] = field_map.load_mapping(workspace.settings if workspace else {})

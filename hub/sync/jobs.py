@@ -94,14 +94,16 @@ def process_outbox(outbox_ids: list[int], should_yield=None, chunk: int | None =
 
 def _process_events(rt: Runtime, event_ids: list[int], counts: dict) -> float:
     """Apply these events, counting outcomes; returns the longest wait a vendor asked for."""
+    from hub.sync import connected
     from hub.sync.owners import prepare_events
 
-    parsed = prepare_events(rt, event_ids)   # CRM user listings happen before the transactions, never in one
     retry_after = 0.0
-    for event_id in event_ids:
-        outcome, wait = process_one(rt, event_id, parsed.get(event_id))
-        counts[outcome] = counts.get(outcome, 0) + 1
-        retry_after = max(retry_after, wait)
+    with connected.once_per_job():
+        parsed = prepare_events(rt, event_ids)   # CRM user listings happen before the transactions, never in one
+        for event_id in event_ids:
+            outcome, wait = process_one(rt, event_id, parsed.get(event_id))
+            counts[outcome] = counts.get(outcome, 0) + 1
+            retry_after = max(retry_after, wait)
     return retry_after
 
 

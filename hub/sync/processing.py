@@ -54,6 +54,9 @@ class EventContext:
     event: Event
     change_index: int = 0                  # position of the change being applied (activity keys)
     runtime: Any = None                    # for the owner directory (hub.sync.owners)
+    # (system, external id) -> linked contact id, as apply_change read it before its savepoint; the
+    # upsert inside takes it once instead of reading it again (a unique-key retry reads afresh)
+    known_links: dict = field(default_factory=dict)
 
     @property
     def event_id(self) -> int:
@@ -182,7 +185,9 @@ def apply_change(session, ctx: EventContext, change: ContactChange) -> Outcome:
     overruled_owner = False
     linked_id = None
     if change.system in CRM_SYSTEMS and change.action == "upsert":
-        linked_id = identity.linked_contact_id(session, ctx.workspace_id, _ref(change)) if change.external_id else None
+        if change.external_id:
+            linked_id = identity.linked_contact_id(session, ctx.workspace_id, _ref(change))
+            ctx.known_links[(change.system, str(change.external_id))] = linked_id
         kept = drop_echoes(session, ctx.workspace_id, change, linked_id)
         overruled_owner = owners.overruled(session, ctx.workspace_id, change, kept)
         change = kept
@@ -203,6 +208,7 @@ def apply_change(session, ctx: EventContext, change: ContactChange) -> Outcome:
                 owners.restore_owner(session, ctx.workspace_id, outcome.contact_id)
             return outcome
         except IntegrityError:
+            ctx.known_links.clear()
             if attempt == defaults.IDENTITY_RESOLVE_ATTEMPTS:
                 raise
             logger.info("event %s: another worker wrote the same person first; resolving again (%s)",
@@ -226,6 +232,9 @@ def _ref(change: ContactChange, external_id: str | None = None) -> ExternalId | 
     return ExternalId(change.system, str(external_id), change.object_type)
 
 
+_UNKNOWN = object()
+
+
 def upsert(session, ctx: EventContext, change: ContactChange) -> Outcome:
     """Resolve (or create) the person, then offer every value with its vendor time."""
     ws = ctx.workspace_id
@@ -237,7 +246,8 @@ def upsert(session, ctx: EventContext, change: ContactChange) -> Outcome:
         return Outcome(ignored="erased_subject")
     revived_contact_id = linked_id = None
     if ref is not None:
-        linked_id = identity.linked_contact_id(session, ws, ref)
+        known = ctx.known_links.pop((ref.system, ref.external_id), _UNKNOWN)
+        linked_id = identity.linked_contact_id(session, ws, ref) if known is _UNKNOWN else known
         stone = None if linked_id else identity.tombstone(session, ws, ref)   # a linked record has none
         if identity.is_late(stone, stamp.at_ms):
             return Outcome(ignored="deleted_identity")
