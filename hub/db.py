@@ -54,6 +54,17 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+def insert_ignoring_duplicates(session, table, index_elements: list[str], index_where=None, **values):
+    """INSERT ... ON CONFLICT (index_elements) DO NOTHING on PostgreSQL and SQLite: a row another
+    transaction added first under the same unique key is kept, and nothing is raised."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    dialect_insert = pg_insert if is_postgres(session.get_bind()) else sqlite_insert
+    return session.execute(dialect_insert(table).values(**values).on_conflict_do_nothing(
+        index_elements=index_elements, index_where=index_where))
+
+
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on any error."""

@@ -24,11 +24,16 @@ QUEUE_NAMES = (QUEUE_NAME, RULES_QUEUE_NAME, BULK_QUEUE_NAME)   # workers listen
 BULK_SLICE_SECONDS = 0.1                # a bulk job hands its rest back after this when live or rules work waits
 BULK_CHUNK_EVENTS = 5                   # ...looking between chunks of this many events
 # Jobs waiting in a queue at which the relay leaves that queue's rows in the outbox. Low for bulk work,
-# so a backfill waits in the outbox, not in Redis past its lease; high for the others: holding live rows
-# back would merge them into fewer, larger jobs that fewer workers share (p95 +70 % in bench/sync).
-QUEUE_HIGH_WATER = {QUEUE_NAME: 1000, RULES_QUEUE_NAME: 1000, BULK_QUEUE_NAME: 10}
+# so a backfill waits in the outbox, not in Redis past its lease; low for rule evaluations, so while
+# the live lane keeps the workers busy they wait in the outbox, one per contact however often it
+# changes (hub.rules.schedule); high for live work: holding live rows back would merge them into
+# fewer, larger jobs that fewer workers share (p95 +70 % in bench/sync).
+QUEUE_HIGH_WATER = {QUEUE_NAME: 1000, RULES_QUEUE_NAME: 5, BULK_QUEUE_NAME: 10}
 RELAY_BATCH_ROWS = 500                  # outbox rows read per relay pass
 RELAY_EVENTS_PER_JOB = 200              # events handed to one RQ job
+# ...and rows per job for a queue whose rows are not events: a rules job (~10 ms an evaluation) keeps a
+# worker from live work for a tenth of a second at most
+RELAY_ROWS_PER_JOB = {RULES_QUEUE_NAME: 10}
 RELAY_IDLE_SECONDS = 0.1                # relay sleep when nothing is ready (each stage waits half of it on average; a pass costs ~2 ms CPU)
 RELAY_REDIS_DOWN_SECONDS = 1.0          # relay back-off while Redis is unreachable
 RELAY_MAX_BACKOFF_SECONDS = 30.0        # ...doubling per failed pass up to this

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -219,6 +220,9 @@ class SyncLog(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+OUTBOX_WAITING = "waiting_key IS NOT NULL AND done_at IS NULL AND enqueued_at IS NULL"
+
+
 class Outbox(Base):
     """Work committed with the events it concerns; the relay hands it to RQ.
 
@@ -227,7 +231,13 @@ class Outbox(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_ready", "done_at", "available_at"),)
+    __table_args__ = (
+        Index("ix_outbox_ready", "done_at", "available_at"),
+        # At most one waiting row (not yet handed to RQ) per key: work that covers everything up to
+        # the moment it runs (a rule evaluation) is scheduled once however often it is asked for.
+        Index("ux_outbox_waiting_key", "workspace_id", "waiting_key", unique=True,
+              postgresql_where=text(OUTBOX_WAITING), sqlite_where=text(OUTBOX_WAITING)),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
     job: Mapped[str] = mapped_column(String(60), default="process_events")
@@ -237,6 +247,7 @@ class Outbox(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    waiting_key: Mapped[str | None] = mapped_column(String(80))
 
 
 # --- lead rules (hub/rules; migration 0004) -----------------------------------------------------

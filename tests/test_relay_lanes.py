@@ -156,3 +156,44 @@ def test_a_bulk_job_hands_its_rest_back_when_live_work_waits(runtime, workspace,
 def _open_outbox_ids(runtime) -> list[int]:
     with transaction(runtime.engine) as session:
         return list(session.scalars(select(Outbox.id).where(Outbox.done_at.is_(None), Outbox.job == BULK_PROCESS_JOB)))
+
+
+def evaluation_rows(runtime) -> list[Outbox]:
+    with transaction(runtime.engine) as session:
+        return list(session.scalars(select(Outbox).where(Outbox.job == "evaluate_rules")))
+
+
+def test_rule_evaluations_wait_in_the_outbox_one_per_contact_while_the_rules_queue_is_full(runtime, workspace):
+    from hub.models import Contact
+    from hub.rules.schedule import schedule_evaluation
+
+    ws = workspace["workspace_id"]
+    with transaction(runtime.engine) as session:
+        contact = Contact(workspace_id=ws, email="busy@example.com")
+        session.add(contact)
+    queues = relay.queues_for(runtime.redis())
+    rules = queues[defaults.RULES_QUEUE_NAME]
+    for _ in range(defaults.QUEUE_HIGH_WATER[defaults.RULES_QUEUE_NAME]):
+        rules.enqueue("builtins.len", [])            # the live lane keeps the workers from these
+
+    for _ in range(3):                               # the person changes three times meanwhile
+        with transaction(runtime.engine) as session:
+            schedule_evaluation(session, ws, contact.id)
+        assert relay.relay_once(runtime, queues) == 0
+
+    rules.empty()
+    assert relay.relay_once(runtime, queues) == 1
+    [row] = evaluation_rows(runtime)
+    assert row.payload == {"contact_id": contact.id} and row.enqueued_at is not None
+
+
+def test_rules_rows_go_out_in_small_jobs_and_events_in_large_ones():
+    """A rules job holds a worker from live work for about RELAY_ROWS_PER_JOB evaluations only."""
+    rules_rows = [(n, "w1", {"contact_id": f"c{n}"}, "evaluate_rules") for n in range(25)]
+    event_rows = [(100 + n, "w1", {"event_ids": [n]}, "process_events") for n in range(25)]
+    jobs_made = relay._group_into_jobs(rules_rows + event_rows)
+    sizes = {queue: [len(ids) for _, name, ids in jobs_made if name == queue]
+             for queue in (defaults.RULES_QUEUE_NAME, defaults.QUEUE_NAME)}
+    limit = defaults.RELAY_ROWS_PER_JOB[defaults.RULES_QUEUE_NAME]
+    assert sizes[defaults.RULES_QUEUE_NAME] == [limit, limit, 25 - 2 * limit]
+    assert sizes[defaults.QUEUE_NAME] == [25]

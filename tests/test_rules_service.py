@@ -293,3 +293,34 @@ def test_crm_update_and_message_triggers(runtime, ws, hubspot_connection, caplog
         assert effects["notice"].result == {"channel": "log"}
         assert "industry" in session.scalar(select(PendingPush.fields))
     assert any("Ana is a buyer, score 55" in r.getMessage() for r in caplog.records)
+
+
+def test_two_transactions_scheduling_one_contact_leave_one_waiting_evaluation(runtime, ws):
+    import threading
+
+    contact_id = add_contact(runtime, ws, **VP)
+    first_scheduled, release, second_done = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with transaction(runtime.engine) as session:
+            schedule_evaluation(session, ws, contact_id)
+            first_scheduled.set()
+            release.wait(10)
+
+    def second() -> None:
+        with transaction(runtime.engine) as session:
+            schedule_evaluation(session, ws, contact_id)
+        second_done.set()
+
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    assert first_scheduled.wait(10)
+    threads.append(threading.Thread(target=second))
+    threads[1].start()
+    assert not second_done.wait(0.3)      # waits for the first's uncommitted row (unique index / SQLite lock)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert second_done.is_set()
+    with transaction(runtime.engine) as session:
+        assert session.scalar(select(func.count()).select_from(Outbox).where(Outbox.job == "evaluate_rules")) == 1

@@ -212,6 +212,17 @@ def pending_events(runtime, workspace_id: str) -> int:
             Event.workspace_id == workspace_id, Event.status == "pending"))
 
 
+def rule_evaluations(runtime, workspace_id: str) -> tuple[int, int]:
+    """(evaluations the changes scheduled, those not run when the hub processes stopped): whether the
+    rules lane kept up behind the live lane."""
+    from hub.rules.schedule import JOB
+
+    with transaction(runtime.engine) as session:
+        scheduled, done = session.execute(select(func.count(), func.count(Outbox.done_at)).where(
+            Outbox.workspace_id == workspace_id, Outbox.job == JOB)).one()
+    return scheduled, scheduled - done
+
+
 def measure_latency(runtime, rate: float, seconds: float, workers: int, label: str, portal_id: int,
                     backlog: int = 0, backlog_job: str = BULK_PROCESS_JOB) -> float:
     """p95 of edit -> appearance in the other fake (printed with `label`); nan if nothing arrived."""
@@ -279,11 +290,13 @@ def measure_latency(runtime, rate: float, seconds: float, workers: int, label: s
                 process.wait(timeout=30)
         lost = len(waiting)
         left = pending_events(runtime, workspace_id) if backlog else 0
+        evaluations, unevaluated = rule_evaluations(runtime, workspace_id)
     latencies.sort()
     p50 = statistics.median(latencies) if latencies else float("nan")
     p95 = latencies[int(0.95 * (len(latencies) - 1))] if latencies else float("nan")
     print(f"{label}: {len(latencies)} changes at {rate:g}/s for {seconds:g} s; p50 {p50:.2f} s, p95 {p95:.2f} s, "
-          f"max {latencies[-1] if latencies else float('nan'):.2f} s, never seen {lost} (target p95 < 2 s)"
+          f"max {latencies[-1] if latencies else float('nan'):.2f} s, never seen {lost} (target p95 < 2 s); "
+          f"lead-rule evaluations (lower priority) {evaluations} scheduled, {unevaluated} still waiting at the end"
           + (f"; {backlog} backfilled records waiting at the start, {left} events still pending" if backlog else ""))
     return p95
 

@@ -2,15 +2,19 @@
 
 `schedule_evaluation` is called by processing inside its transaction. It adds one Outbox row
 with job "evaluate_rules" for the contact, unless one is already waiting (not yet handed to a
-worker): a burst of events about one person becomes one evaluation. The row commits with the
-change that caused it, so an evaluation is never lost; evaluating twice is harmless (it is a
-pure function of the contact's data, and its effects carry idempotency keys).
+worker; a unique index on Outbox.waiting_key keeps it to one, whichever transaction comes first): a
+burst of events about one person becomes one evaluation. While the rules queue is backed up the
+relay leaves these rows in the outbox (defaults.QUEUE_HIGH_WATER), so a person changed many times
+meanwhile is evaluated once. The row commits with the change that caused it, so an evaluation is
+never lost; evaluating twice is harmless (it is a pure function of the contact's data, and its
+effects carry idempotency keys).
 """
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import text
 
-from hub.models import Outbox, utcnow
+from hub.db import insert_ignoring_duplicates
+from hub.models import OUTBOX_WAITING, Outbox, utcnow
 
 JOB = "evaluate_rules"
 _SCHEDULED = "hub.rules.scheduled"     # session.info key: contacts already scheduled in this transaction
@@ -23,13 +27,9 @@ def schedule_evaluation(session, workspace_id: str, contact_id: str) -> None:
     if key in scheduled:
         return
     scheduled.add(key)
-    waiting = session.scalar(
-        select(Outbox.id).where(
-            Outbox.workspace_id == workspace_id, Outbox.job == JOB, Outbox.done_at.is_(None),
-            Outbox.enqueued_at.is_(None), Outbox.payload["contact_id"].as_string() == contact_id)
-        .limit(1))
-    if waiting is not None:
-        return
+    # One waiting row per contact (ux_outbox_waiting_key): a row the relay has not handed out yet
+    # covers this change too, whoever added it, so this adds nothing then.
     now = utcnow()
-    session.add(Outbox(workspace_id=workspace_id, job=JOB, payload={"contact_id": contact_id},
-                       created_at=now, available_at=now, attempts=0))
+    insert_ignoring_duplicates(session, Outbox, ["workspace_id", "waiting_key"], text(OUTBOX_WAITING),
+                               workspace_id=workspace_id, job=JOB, payload={"contact_id": contact_id},
+                               waiting_key=f"{JOB}:{contact_id}", created_at=now, available_at=now, attempts=0)

@@ -26,11 +26,10 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from hub import defaults
 from hub.changes import ContactChange
+from hub.db import insert_ignoring_duplicates
 from hub.exceptions import InvalidValueError
 from hub.mappings import fields as field_map
 from hub.mappings.transforms import blank, epoch_ms
@@ -110,10 +109,9 @@ def remember_values(session, workspace_id: str, system: str, object_id: str, val
     snapshot = snapshot or load_snapshot(session, workspace_id, system, object_id)
     if snapshot is None:
         # Processing and the push engine may both see a record first: the unique key decides.
-        dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.execute(dialect_insert(CrmSnapshot).values(
-            workspace_id=workspace_id, system=system, object_id=object_id, values={}, field_times={}, previous={},
-            updated_at=utcnow()).on_conflict_do_nothing(index_elements=["workspace_id", "system", "object_id"]))
+        insert_ignoring_duplicates(session, CrmSnapshot, ["workspace_id", "system", "object_id"],
+                                   workspace_id=workspace_id, system=system, object_id=object_id, values={},
+                                   field_times={}, previous={}, updated_at=utcnow())
         snapshot = load_snapshot(session, workspace_id, system, object_id)
     at_ms = at_ms if at_ms is not None else epoch_ms(utcnow())
     current = snapshot.values or {}

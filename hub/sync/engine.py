@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from hub import defaults
 from hub.connectors.base import CrmConnector, CrmRecord, WriteResult, chunks
-from hub.db import is_postgres, transaction
+from hub.db import insert_ignoring_duplicates, transaction
 from hub.exceptions import FatalError, RetriableError
 from hub.mappings import fields as field_map
 from hub.mappings.transforms import blank
@@ -385,10 +383,9 @@ def _record_results(session, workspace_id: str, state: SyncState, outcomes: list
 
 def _link(session, workspace_id: str, contact_id: str, system: str, object_id: str, object_type: str) -> None:
     """Record a CRM id for the contact; a webhook may have linked it first (unique key: keep that)."""
-    dialect_insert = pg_insert if is_postgres(session.get_bind()) else sqlite_insert
-    session.execute(dialect_insert(Identity).values(
-        workspace_id=workspace_id, system=system, external_id=object_id, object_type=object_type,
-        contact_id=contact_id).on_conflict_do_nothing(index_elements=["workspace_id", "system", "external_id"]))
+    insert_ignoring_duplicates(session, Identity, ["workspace_id", "system", "external_id"],
+                               workspace_id=workspace_id, system=system, external_id=object_id,
+                               object_type=object_type, contact_id=contact_id)
 
 
 def _counts(outcomes: list[Outcome], claimed: int, retried: int) -> dict:

@@ -93,7 +93,7 @@ def _ready_rows(session, engine, limit: int, lease_seconds: float, held_back: li
 
 def _group_into_jobs(rows) -> list[tuple[str, str, list[int]]]:
     """(job function, queue name, outbox ids) per job: one route, one workspace, at most
-    RELAY_EVENTS_PER_JOB events."""
+    RELAY_EVENTS_PER_JOB events (RELAY_ROWS_PER_JOB rows for the queues it names)."""
     jobs: list[tuple[str, str, list[int]]] = []
     current: dict[tuple[str, str, str], tuple[list[int], int]] = {}
     for outbox_id, workspace_id, payload, kind, *_ in rows:
@@ -101,7 +101,7 @@ def _group_into_jobs(rows) -> list[tuple[str, str, list[int]]]:
         key = (function, queue_name, workspace_id)
         size = len((payload or {}).get("event_ids", ())) or 1
         ids, count = current.get(key, ([], 0))
-        if ids and count + size > defaults.RELAY_EVENTS_PER_JOB:
+        if ids and count + size > defaults.RELAY_ROWS_PER_JOB.get(queue_name, defaults.RELAY_EVENTS_PER_JOB):
             jobs.append((function, queue_name, ids))
             ids, count = [], 0
         ids.append(outbox_id)
