@@ -54,15 +54,18 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def insert_ignoring_duplicates(session, table, index_elements: list[str], index_where=None, **values):
+def insert_ignoring_duplicates(session, entity, index_elements: list[str], index_where=None, **values) -> bool:
     """INSERT ... ON CONFLICT (index_elements) DO NOTHING on PostgreSQL and SQLite: a row another
-    transaction added first under the same unique key is kept, and nothing is raised."""
+    transaction added first under the same unique key is kept, and nothing is raised. True if this
+    row was added (PostgreSQL waits for a concurrent insert of the same key to commit or roll back)."""
     from sqlalchemy.dialects.postgresql import insert as pg_insert
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     dialect_insert = pg_insert if is_postgres(session.get_bind()) else sqlite_insert
-    return session.execute(dialect_insert(table).values(**values).on_conflict_do_nothing(
-        index_elements=index_elements, index_where=index_where))
+    statement = (dialect_insert(entity).values(**values)
+                 .on_conflict_do_nothing(index_elements=index_elements, index_where=index_where)
+                 .returning(*entity.__table__.primary_key.columns))
+    return session.execute(statement).first() is not None
 
 
 @contextmanager

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select, tuple_, update
-from sqlalchemy.exc import IntegrityError
 
 from hub import defaults
-from hub.db import is_postgres, transaction
+from hub.db import insert_ignoring_duplicates, is_postgres, transaction
+from hub.exceptions import RetriableError
 from hub.sync import connected
 from hub.models import Outbox, PendingPush, SyncLog, utcnow
 
@@ -37,20 +37,19 @@ def schedule_push(session, workspace_id: str, contact_id: str, changed_fields: s
         return      # no CRM other than the one the change came from: it already holds the values
     now = utcnow()
     due = now + timedelta(seconds=defaults.SYNC_PUSH_COALESCE_SECONDS)
-    row = session.scalar(_pending_query(session, workspace_id, contact_id))
-    if row is None:
-        try:
-            with session.begin_nested():
-                row = PendingPush(workspace_id=workspace_id, contact_id=contact_id, fields=sorted(changed_fields),
-                                  origins=[origin] if origin else [], generation=1, due_at=due, attempts=0)
-                session.add(row)
-                session.flush()
-        except IntegrityError:   # another transaction scheduled the same contact first
-            row = session.scalar(_pending_query(session, workspace_id, contact_id))
+    for _ in range(2):    # a row another transaction adds or deletes meanwhile is found the second time
+        row = session.scalar(_pending_query(session, workspace_id, contact_id))
+        if row is not None:
             _merge_into(row, changed_fields, origin, due)
-    else:
-        _merge_into(row, changed_fields, origin, due)
-    ensure_job(session, workspace_id, row.due_at)
+            ensure_job(session, workspace_id, row.due_at)
+            return
+        session.flush()       # the contact a change created is written before its pending row
+        if insert_ignoring_duplicates(
+                session, PendingPush, ["workspace_id", "contact_id"], workspace_id=workspace_id, contact_id=contact_id,
+                fields=sorted(changed_fields), origins=[origin] if origin else [], generation=1, due_at=due, attempts=0):
+            ensure_job(session, workspace_id, due)
+            return
+    raise RetriableError(f"pending push of contact {contact_id} changed twice while being scheduled")
 
 
 def _pending_query(session, workspace_id: str, contact_id: str):
