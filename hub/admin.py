@@ -20,6 +20,15 @@ class AdminError(HubError):
     pass
 
 
+class AccountConnectedElsewhere(AdminError):
+    """A CRM account whose webhooks are routed by account id is connected to another workspace."""
+
+
+# CRMs whose webhooks name the account, not a URL of the connection: HubSpot posts every portal's
+# events to /webhooks/hubspot with its portalId, so a portal can feed one workspace only.
+ROUTED_BY_ACCOUNT = frozenset({"hubspot"})
+
+
 @dataclass(frozen=True)
 class Created:
     values: dict
@@ -70,6 +79,7 @@ def connect(runtime, workspace_id: str, kind: str, account_id: str | None, crede
     credentials = {k: v for k, v in credentials.items() if v not in (None, "")}
     with transaction(runtime.engine) as session:
         require_workspace(session, workspace_id)
+        _check_account_free(session, workspace_id, kind, account_id)
         row = session.scalar(select(Connection).where(
             Connection.workspace_id == workspace_id, Connection.kind == kind))
         if row is None:
@@ -82,6 +92,16 @@ def connect(runtime, workspace_id: str, kind: str, account_id: str | None, crede
         source_key = row.source_key
     path = "/webhooks/hubspot" if kind == "hubspot" else f"/webhooks/salesforce/{source_key}"
     return {"connection_id": row.id, "webhook_url": base_url(runtime) + path}
+
+
+def _check_account_free(session, workspace_id: str, kind: str, account_id: str | None) -> None:
+    if kind not in ROUTED_BY_ACCOUNT or not account_id:
+        return
+    other = session.scalar(select(Connection.workspace_id).where(
+        Connection.kind == kind, Connection.account_id == str(account_id), Connection.workspace_id != workspace_id))
+    if other is not None:
+        raise AccountConnectedElsewhere(f"{kind} account {account_id} is connected to another workspace "
+                                        f"(its webhooks can reach one workspace only)")
 
 
 def ensure_hub_fields(runtime, workspace_id: str, kind: str) -> list[str]:

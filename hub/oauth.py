@@ -21,12 +21,10 @@ import secrets
 from flask import Blueprint, redirect, request, session
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from markupsafe import escape
-from sqlalchemy import select
 
 from hub import admin, defaults
 from hub.db import transaction
 from hub.exceptions import HubError, OAuthError
-from hub.models import Connection
 from hub.oauth_apps import APPS, Installation, OAuthApp
 from hub.runtime import current_runtime
 from webhooks.responses import error
@@ -160,23 +158,13 @@ def _redirect_uri(runtime, crm: str) -> str:
 
 
 def _store(runtime, app: OAuthApp, workspace_id: str, installation: Installation) -> dict:
-    if app.one_workspace_per_account:
-        _check_account_free(runtime, app.kind, workspace_id, installation.account_id)
     try:
         return admin.connect(runtime, workspace_id, app.kind, installation.account_id,
                              installation.credentials, installation.settings)
+    except admin.AccountConnectedElsewhere as exc:
+        raise OAuthError("account_connected_elsewhere", 409, str(exc)) from None
     except admin.AdminError as exc:
         raise OAuthError("unknown_workspace", 404, str(exc)) from None
-
-
-def _check_account_free(runtime, crm: str, workspace_id: str, account_id: str) -> None:
-    """A HubSpot portal's webhooks reach one workspace: refuse to connect it to a second one."""
-    with transaction(runtime.engine) as db_session:
-        other = db_session.scalar(select(Connection.workspace_id).where(
-            Connection.kind == crm, Connection.account_id == account_id, Connection.workspace_id != workspace_id))
-    if other is not None:
-        raise OAuthError("account_connected_elsewhere", 409,
-                         f"{crm} account {account_id} is connected to another workspace")
 
 
 def _check_hub_fields(runtime, workspace_id: str, crm: str) -> str:

@@ -45,7 +45,6 @@ class OAuthApp:
     """Shared plumbing; subclasses build the authorize URL and turn a code into an Installation."""
 
     kind = ""
-    one_workspace_per_account = False    # True: the account may be connected to one workspace only
     refresh_token_hint = ""              # what to change when the vendor grants no refresh token
 
     def __init__(self, settings, client: dict, *, login_url: str | None = None,
@@ -88,7 +87,6 @@ class OAuthApp:
 
 class HubSpotApp(OAuthApp):
     kind = "hubspot"
-    one_workspace_per_account = True     # webhooks are routed to a workspace by portalId
 
     def __init__(self, settings, client: dict, **kwargs):
         super().__init__(settings, client, **kwargs)

@@ -490,3 +490,22 @@ def test_the_nonce_cookie_is_lax_and_secure_behind_an_https_public_url(runtime, 
     cookie = client.get(f"{link.path}?{link.query}").headers["Set-Cookie"]
 
     assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=Lax" in cookie
+
+
+def test_hub_connect_refuses_a_portal_connected_to_another_workspace(runtime, ws):
+    from click.testing import CliRunner
+
+    from hub.cli import main as hub_cli
+
+    other = admin.create_workspace(runtime, "Other")["workspace_id"]
+    admin.connect(runtime, other, "hubspot", "62515", {"access_token": "other-token"})
+    result = CliRunner(env={"HUBSPOT_API_BASE": CLOSED_PORT_URL}).invoke(hub_cli, [
+        "connect", "hubspot", "--workspace", ws, "--access-token", "pat-na1-new", "--portal-id", "62515"])
+
+    assert result.exit_code == 1
+    assert "hubspot account 62515 is connected to another workspace" in result.output
+    assert connection_rows(runtime) == 1
+    assert stored(runtime, other, "hubspot")[1] == {"access_token": "other-token"}
+    # the same portal again in its own workspace is a reconnection, not a second portal
+    admin.connect(runtime, other, "hubspot", "62515", {"access_token": "renewed"})
+    assert stored(runtime, other, "hubspot")[1] == {"access_token": "renewed"}
