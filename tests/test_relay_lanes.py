@@ -197,3 +197,40 @@ def test_rules_rows_go_out_in_small_jobs_and_events_in_large_ones():
     limit = defaults.RELAY_ROWS_PER_JOB[defaults.RULES_QUEUE_NAME]
     assert sizes[defaults.RULES_QUEUE_NAME] == [limit, limit, 25 - 2 * limit]
     assert sizes[defaults.QUEUE_NAME] == [25]
+
+
+def test_a_job_marks_its_finished_rows_done_together_and_leaves_the_rest_at_an_error(runtime, workspace):
+    from sqlalchemy import event as sa_event
+
+    ws = workspace["workspace_id"]
+    with transaction(runtime.engine) as session:
+        rows = [Outbox(workspace_id=ws, job=kind, payload={}) for kind in ("fine", "fine", "fine", "fine", "broken", "fine")]
+        session.add_all(rows)
+        session.flush()
+        ids = [row.id for row in rows]
+    ran: list[int] = []
+
+    def fine(rt, row):
+        ran.append(row.id)
+
+    def broken(rt, row):
+        raise RuntimeError("vendor down")
+
+    marks: list[str] = []
+    def listener(conn, cursor, statement, *rest):
+        if statement.startswith("UPDATE outbox SET done_at"):
+            marks.append(statement)
+
+    sa_event.listen(runtime.engine, "before_cursor_execute", listener)
+    try:
+        assert len(jobs.run_outbox_rows(ids[:3], {"fine": fine})) == 3
+        with pytest.raises(RuntimeError):
+            jobs.run_outbox_rows(ids[3:], {"fine": fine, "broken": broken})
+    finally:
+        sa_event.remove(runtime.engine, "before_cursor_execute", listener)
+
+    assert len(marks) == 2                      # one statement per job, whatever its number of rows
+    with transaction(runtime.engine) as session:
+        done = dict(session.execute(select(Outbox.id, Outbox.done_at.is_not(None)).where(Outbox.id.in_(ids))).all())
+    assert [done[i] for i in ids] == [True, True, True, True, False, False]
+    assert ran == ids[:4]

@@ -251,23 +251,30 @@ def _settle_outbox(rt: Runtime, outbox_id: int, event_ids: list[int], retry_afte
 def run_outbox_rows(outbox_ids: list[int], runners: dict) -> dict:
     """Run non-event outbox rows through `runners` (Outbox.job -> fn(runtime, row)).
 
-    A row is done when its runner returns; an error leaves it for a later pass after its lease.
+    A row is done once its runner has returned; the job marks its finished rows done together, when
+    it ends or stops at an error (one transaction, not one per row). An error leaves its row, and
+    the rows after it, for a later pass after their lease; a worker killed mid-job leaves them all,
+    and the rows it had finished run again: every runner is safe to run twice (evaluations are pure,
+    effects and pushes carry their own state).
     """
-    from sqlalchemy import update
-
     rt = runtime()
     totals: dict = {}
     with transaction(rt.engine) as session:
         rows = session.scalars(select(Outbox).where(Outbox.id.in_(outbox_ids), Outbox.done_at.is_(None))).all()
         session.expunge_all()
     by_id = {row.id: row for row in rows if row.job in runners}
-    for outbox_id in outbox_ids:
-        row = by_id.get(outbox_id)
-        if row is None:
-            continue
-        totals[outbox_id] = runners[row.job](rt, row)
-        with transaction(rt.engine) as session:
-            session.execute(update(Outbox).where(Outbox.id == outbox_id).values(done_at=utcnow()))
+    finished: list[int] = []
+    try:
+        for outbox_id in outbox_ids:
+            row = by_id.get(outbox_id)
+            if row is None:
+                continue
+            totals[outbox_id] = runners[row.job](rt, row)
+            finished.append(outbox_id)
+    finally:
+        if finished:
+            with transaction(rt.engine) as session:
+                session.execute(update(Outbox).where(Outbox.id.in_(finished)).values(done_at=utcnow()))
     return totals
 
 
