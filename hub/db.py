@@ -1,7 +1,13 @@
-"""Engine and sessions: one engine per process, sessions as short transactions."""
+"""Engine and sessions: one engine per process, sessions as short transactions.
+
+A job that runs many short transactions (one per event) can run them all on one pooled connection
+(`one_connection_per_job`): the pool checks a connection out, and pings it, once per job instead of
+once per transaction.
+"""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Iterator
 
 from sqlalchemy import create_engine, event
@@ -9,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 _engines: dict[str, Engine] = {}
+_job_connection: ContextVar = ContextVar("hub.db.job_connection", default=None)
 
 
 def get_engine(url: str) -> Engine:
@@ -69,9 +76,22 @@ def insert_ignoring_duplicates(session, entity, index_elements: list[str], index
 
 
 @contextmanager
+def one_connection_per_job(engine: Engine) -> Iterator[None]:
+    """Within this block, `transaction(engine)` runs on one connection (each still commits on its own)."""
+    with engine.connect() as connection:
+        token = _job_connection.set(connection)
+        try:
+            yield
+        finally:
+            _job_connection.reset(token)
+
+
+@contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on any error."""
-    session = sessionmaker(bind=engine, expire_on_commit=False)()
+    connection = _job_connection.get()
+    bind = connection if connection is not None and connection.engine is engine else engine
+    session = sessionmaker(bind=bind, expire_on_commit=False)()
     try:
         yield session
         session.commit()

@@ -9,6 +9,7 @@ change within about that time.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -18,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub import defaults, metrics
-from hub.db import is_postgres, transaction
+from hub.db import is_postgres, one_connection_per_job, transaction
 from hub.exceptions import FatalError, PayloadError, RetriableError, UnsupportedEventError
 from hub.models import Event, Outbox, utcnow
 from hub.runtime import Runtime
@@ -62,6 +63,16 @@ def use_runtime(runtime_for_jobs: Runtime | None) -> None:
     _runtime = runtime_for_jobs
 
 
+def on_one_connection(job):
+    """Run the job's transactions on one pooled connection (hub.db.one_connection_per_job)."""
+    @functools.wraps(job)
+    def run(*args, **kwargs):
+        with one_connection_per_job(runtime().engine):
+            return job(*args, **kwargs)
+    return run
+
+
+@on_one_connection
 def process_outbox(outbox_ids: list[int], should_yield=None, chunk: int | None = None) -> dict:
     """The RQ job: apply the events of these outbox rows, then settle each row.
 
@@ -248,6 +259,7 @@ def _settle_outbox(rt: Runtime, outbox_id: int, event_ids: list[int], retry_afte
 
 # --- sync jobs (hub.sync.push / hub.sync.polling), dispatched by Outbox.job --------------------------
 
+@on_one_connection
 def run_outbox_rows(outbox_ids: list[int], runners: dict) -> dict:
     """Run non-event outbox rows through `runners` (Outbox.job -> fn(runtime, row)).
 
