@@ -85,8 +85,9 @@ TOKEN_REFRESH_MARGIN_SECONDS = 300      # refresh an access token this long befo
 TOKEN_LOCK_SECONDS = 30                 # Redis lock around a token refresh (held at most this long)
 TOKEN_LOCK_WAIT_SECONDS = 35            # how long a worker waits for another one's refresh
 RATE_LIMIT_MAX_WAIT_SECONDS = 30        # acquire() gives up (RetriableError) after this long
-RATE_LIMIT_MARGIN_SECONDS = 0.25        # a spent token returns this much after its window (jitter between grant and arrival;
-                                        # 0.1 s let one call in 3 bench runs through a stalled machine to a 429)
+RATE_LIMIT_MARGIN_SECONDS = 0.1         # a spent token returns this much after its window, counted from the end of
+                                        # its call (hub.sync.ratelimit); timed from the grant, 0.25 s still let a call
+                                        # through a stalled machine to a 429 in bench/sync
 
 # Lead rules (hub/rules)
 RULES_DECAY_BATCH = 1000                # lead scores per transaction in the periodic decay pass

@@ -122,3 +122,41 @@ def test_api_reserve_reads_limit_info_and_refuses_inside_the_reserve(redis_url):
     with pytest.raises(RetriableError) as refused:
         reserve.acquire()
     assert refused.value.retry_after >= 3600
+
+
+def test_a_token_frees_a_window_after_its_call_finished_not_after_the_grant(redis_url):
+    """The vendor counts a call when it arrives: a worker that stalls between the grant and the
+    call must not let the next call through less than a window after this one arrived."""
+    bucket = TokenBucket(redis.Redis.from_url(redis_url), "hub:rate:test:finish", Rate(1, 0.5), margin=0)
+    grant = bucket.acquire()
+    time.sleep(0.3)                           # the call is slow (or the worker stalled before sending it)
+    bucket.finished(grant)
+    waiting = bucket.try_acquire()
+    assert not waiting.granted and waiting.wait_seconds > 0.45      # from the grant it would be < 0.2 s
+
+    never_finished = TokenBucket(redis.Redis.from_url(redis_url), "hub:rate:test:unfinished", Rate(1, 0.5), margin=0)
+    never_finished.acquire()
+    time.sleep(0.3)
+    assert never_finished.try_acquire().wait_seconds < 0.25         # no end recorded: a window after the grant
+
+
+def test_a_connector_call_records_its_end_with_the_limiter(redis_url):
+    from hub.connectors.base import CallInfo, CrmConnector
+
+    class Recording(TokenBucket):
+        ends: list = []
+
+        def finished(self, grant):
+            self.ends.append(grant.member)
+            super().finished(grant)
+
+    bucket = Recording(redis.Redis.from_url(redis_url), "hub:rate:test:connector", Rate(5, 1.0), margin=0)
+    connector = CrmConnector.__new__(CrmConnector)
+    connector.limiter, connector.recorder, connector.kind = bucket, None, "test"
+
+    def send(token: str, info: CallInfo):
+        raise RetriableError("503 from the vendor")
+
+    with pytest.raises(RetriableError):
+        connector._logged("op", [], send, None, "token")
+    assert len(Recording.ends) == 1 and Recording.ends[0]      # a failed call is finished too

@@ -112,7 +112,11 @@ class TokenProvider(Protocol):
 
 
 class Limiter(Protocol):
-    def acquire(self) -> None: ...
+    """hub.sync.ratelimit: `acquire()` before a call (returns a grant or None), `finished(grant)` after it."""
+
+    def acquire(self) -> Any: ...
+
+    def finished(self, grant: Any) -> None: ...
 
 
 class CallRecorder(Protocol):
@@ -245,8 +249,7 @@ class CrmConnector:
 
     def _logged(self, operation, object_ids, send, limiter, token) -> T:
         active_limiter = limiter or self.limiter
-        if active_limiter is not None:
-            active_limiter.acquire()
+        grant = active_limiter.acquire() if active_limiter is not None else None
         info = CallInfo()
         started = time.perf_counter()
         try:
@@ -254,6 +257,9 @@ class CrmConnector:
         except (RetriableError, FatalError) as exc:
             self._record(operation, object_ids, info, started, "error", exc)
             raise
+        finally:
+            if grant is not None:
+                active_limiter.finished(grant)
         self._record(operation, object_ids, info, started, info.status, None)
         return result
 

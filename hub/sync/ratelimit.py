@@ -1,11 +1,14 @@
 """Rate limits shared by every worker: a token bucket in Redis, and Salesforce's API reserve.
 
 `TokenBucket` holds `limit` tokens per `window`; a spent token comes back one window (plus
-RATE_LIMIT_MARGIN_SECONDS, for the jitter between the grant and the call reaching the vendor)
-after it was spent. That is HubSpot's own rule (a rolling 10-second window), so N workers
-together never send more than `limit` calls in any window of that length. The bucket is one
-Redis sorted set of grant times, checked and updated by one Lua script (atomic), timed by
-Redis's clock so that processes on several hosts agree.
+RATE_LIMIT_MARGIN_SECONDS) after the call it let through *finished* (`finished(grant)` re-stamps
+it then; a grant never finished comes back a window after the grant). The vendor counts a call
+when it arrives, which is before its answer: however long a worker stalled between the grant and
+the call reaching the vendor, the next call that token lets through arrives more than a window
+after it. That is HubSpot's own rule (a rolling 10-second window), so N workers together never
+send more than `limit` calls in any window of that length. The bucket is one Redis sorted set of
+grant times, checked and updated by Lua scripts (atomic), timed by Redis's clock so that
+processes on several hosts agree.
 
 `ApiReserve` keeps the last `Sforce-Limit-Info: api-usage=N/M` an org reported and refuses calls
 (RetriableError with a long retry_after) once only the reserve (HUB_SALESFORCE_API_RESERVE of M)
@@ -49,6 +52,15 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {0, now, tonumber(oldest[2]) + window - now}
 """
 
+# KEYS[1] grant log; ARGV: member. The call is over: its token frees from now (if still logged).
+_FINISHED_LUA = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+return now
+"""
+
 
 @dataclass(frozen=True)
 class Rate:
@@ -70,6 +82,7 @@ class Grant:
     granted: bool
     at_us: int                 # Redis clock, microseconds
     wait_seconds: float
+    member: str = ""           # the grant's entry in the log
 
 
 class TokenBucket:
@@ -86,15 +99,25 @@ class TokenBucket:
         self.max_wait = max_wait
         self.sleep = sleep
         self._script = conn.register_script(_ACQUIRE_LUA)
+        self._finished_script = conn.register_script(_FINISHED_LUA)
 
     def try_acquire(self) -> Grant:
         window_us = int((self.rate.window_seconds + self.margin) * 1_000_000)
+        member = uuid.uuid4().hex
         try:
-            granted, now_us, wait_us = self._script(keys=[self.key],
-                                                    args=[self.rate.limit, window_us, uuid.uuid4().hex])
+            granted, now_us, wait_us = self._script(keys=[self.key], args=[self.rate.limit, window_us, member])
         except redis.RedisError as exc:
             raise RetriableError(f"rate limiter unavailable: {type(exc).__name__}", retry_after=5) from exc
-        return Grant(bool(granted), int(now_us), max(int(wait_us), 0) / 1_000_000)
+        return Grant(bool(granted), int(now_us), max(int(wait_us), 0) / 1_000_000, member if granted else "")
+
+    def finished(self, grant: Grant) -> None:
+        """The call `grant` let through has its answer (or gave up): its token frees a window from now."""
+        if not grant.member:
+            return
+        try:
+            self._finished_script(keys=[self.key], args=[grant.member])
+        except redis.RedisError as exc:    # the call is made; its token then frees a window after the grant
+            logger.warning("rate limiter %s: call end not recorded (%s)", self.key, type(exc).__name__)
 
     def acquire(self) -> Grant:
         deadline = time.monotonic() + self.max_wait
@@ -144,6 +167,9 @@ class ApiReserve:
             return None
         used, limit = (int(part) for part in value.decode().split("/"))
         return used, limit
+
+    def finished(self, grant) -> None:
+        """Nothing to record: the org reports its usage in each answer."""
 
     def acquire(self) -> None:
         """Refuse when the next call would eat into the reserve."""
