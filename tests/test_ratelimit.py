@@ -127,12 +127,14 @@ def test_api_reserve_reads_limit_info_and_refuses_inside_the_reserve(redis_url):
 def test_a_token_frees_a_window_after_its_call_finished_not_after_the_grant(redis_url):
     """The vendor counts a call when it arrives: a worker that stalls between the grant and the
     call must not let the next call through less than a window after this one arrived."""
-    bucket = TokenBucket(redis.Redis.from_url(redis_url), "hub:rate:test:finish", Rate(1, 0.5), margin=0)
+    conn = redis.Redis.from_url(redis_url)
+    bucket = TokenBucket(conn, "hub:rate:test:finish", Rate(1, 0.5), margin=0)
     grant = bucket.acquire()
     time.sleep(0.3)                           # the call is slow (or the worker stalled before sending it)
     bucket.finished(grant)
     waiting = bucket.try_acquire()
     assert not waiting.granted and waiting.wait_seconds > 0.45      # from the grant it would be < 0.2 s
+    assert conn.pttl("hub:rate:test:finish") > 1300                 # the log outlives the re-stamped grant
 
     never_finished = TokenBucket(redis.Redis.from_url(redis_url), "hub:rate:test:unfinished", Rate(1, 0.5), margin=0)
     never_finished.acquire()

@@ -52,12 +52,15 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {0, now, tonumber(oldest[2]) + window - now}
 """
 
-# KEYS[1] grant log; ARGV: member. The call is over: its token frees from now (if still logged).
+# KEYS[1] grant log; ARGV: member, window µs. The call is over: its token frees from now (if still
+# logged), and the log lives at least a window more.
 _FINISHED_LUA = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+if redis.call('ZADD', KEYS[1], 'XX', 'CH', now, ARGV[1]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) / 1000) + 1000)
+end
 return now
 """
 
@@ -101,11 +104,15 @@ class TokenBucket:
         self._script = conn.register_script(_ACQUIRE_LUA)
         self._finished_script = conn.register_script(_FINISHED_LUA)
 
+    @property
+    def window_us(self) -> int:
+        """How long a spent token stays spent, margin included."""
+        return int((self.rate.window_seconds + self.margin) * 1_000_000)
+
     def try_acquire(self) -> Grant:
-        window_us = int((self.rate.window_seconds + self.margin) * 1_000_000)
         member = uuid.uuid4().hex
         try:
-            granted, now_us, wait_us = self._script(keys=[self.key], args=[self.rate.limit, window_us, member])
+            granted, now_us, wait_us = self._script(keys=[self.key], args=[self.rate.limit, self.window_us, member])
         except redis.RedisError as exc:
             raise RetriableError(f"rate limiter unavailable: {type(exc).__name__}", retry_after=5) from exc
         return Grant(bool(granted), int(now_us), max(int(wait_us), 0) / 1_000_000, member if granted else "")
@@ -115,7 +122,7 @@ class TokenBucket:
         if not grant.member:
             return
         try:
-            self._finished_script(keys=[self.key], args=[grant.member])
+            self._finished_script(keys=[self.key], args=[grant.member, self.window_us])
         except redis.RedisError as exc:    # the call is made; its token then frees a window after the grant
             logger.warning("rate limiter %s: call end not recorded (%s)", self.key, type(exc).__name__)
 
