@@ -11,6 +11,8 @@ from contextvars import ContextVar
 from typing import Iterator
 
 from sqlalchemy import create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -65,9 +67,6 @@ def insert_ignoring_duplicates(session, entity, index_elements: list[str], index
     """INSERT ... ON CONFLICT (index_elements) DO NOTHING on PostgreSQL and SQLite: a row another
     transaction added first under the same unique key is kept, and nothing is raised. True if this
     row was added (PostgreSQL waits for a concurrent insert of the same key to commit or roll back)."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
     dialect_insert = pg_insert if is_postgres(session.get_bind()) else sqlite_insert
     statement = (dialect_insert(entity).values(**values)
                  .on_conflict_do_nothing(index_elements=index_elements, index_where=index_where)

@@ -100,33 +100,15 @@ def test_two_transactions_scheduling_one_contact_push_share_one_pending_row(pg_r
     """The second waits for the first's uncommitted row (unique key), then merges into it."""
     from hub.models import PendingPush
     from hub.sync import push
+    from tests.db_helpers import second_waits_for_first
 
     ws = pg_hubspot["workspace_id"]
     with transaction(pg_runtime.engine) as session:
         contact = Contact(workspace_id=ws, email=EMAIL)
         session.add(contact)
-    first_scheduled, release, second_done = threading.Event(), threading.Event(), threading.Event()
-
-    def first() -> None:
-        with transaction(pg_runtime.engine) as session:
-            push.schedule_push(session, ws, contact.id, {"title"}, "form")
-            first_scheduled.set()
-            release.wait(10)
-
-    def second() -> None:
-        with transaction(pg_runtime.engine) as session:
-            push.schedule_push(session, ws, contact.id, {"city"}, "form")
-        second_done.set()
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    threads[0].start()
-    assert first_scheduled.wait(10)
-    threads[1].start()
-    assert not second_done.wait(0.3)
-    release.set()
-    for thread in threads:
-        thread.join(10)
-    assert second_done.is_set()
+    second_waits_for_first(pg_runtime.engine,
+                           lambda session: push.schedule_push(session, ws, contact.id, {"title"}, "form"),
+                           lambda session: push.schedule_push(session, ws, contact.id, {"city"}, "form"))
     with transaction(pg_runtime.engine) as session:
         [row] = session.scalars(select(PendingPush)).all()
         assert (sorted(row.fields), row.generation) == (["city", "title"], 2)

@@ -172,26 +172,16 @@ def test_a_persons_value_from_before_the_hubs_write_leaves_the_write_in_place(ru
         assert echo.load_snapshot(session, ws, "salesforce", LEAD_ID).values["title"] == "Hub"
 
 
-def _statements_on(runtime, table: str):
-    """A list that fills with the SELECTs the engine sends against `table` while the listener is on."""
-    from sqlalchemy import event
-
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("SELECT") and f"FROM {table}" in statement:
-            seen.append(statement)
-
-    event.listen(runtime.engine, "before_cursor_execute", record)
-    return seen, lambda: event.remove(runtime.engine, "before_cursor_execute", record)
-
-
 def test_one_job_reads_the_workspace_set_up_once_across_its_transactions(runtime, linked):
     from hub.sync import connected
+    from tests.db_helpers import statements_sent
 
     ws, _ = linked
-    seen, stop = _statements_on(runtime, "connection")
-    try:
+
+    def reads_connections(sql: str) -> bool:
+        return sql.lstrip().upper().startswith("SELECT") and "FROM connection" in sql
+
+    with statements_sent(runtime.engine, reads_connections) as seen:
         with connected.once_per_job():
             for _ in range(3):
                 assert _drop(runtime, ws, _hs({"title": "CEO"}, "INTEGRATION", HUBSPOT_APP_ID)).fields == {}
@@ -200,8 +190,6 @@ def test_one_job_reads_the_workspace_set_up_once_across_its_transactions(runtime
         for _ in range(2):                     # outside a job: once per transaction
             _drop(runtime, ws, _hs({"title": "CEO"}, "INTEGRATION", HUBSPOT_APP_ID))
         assert len(seen) == 2
-    finally:
-        stop()
 
 
 def test_the_next_job_sees_a_set_up_change(runtime, linked):

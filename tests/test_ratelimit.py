@@ -142,23 +142,24 @@ def test_a_token_frees_a_window_after_its_call_finished_not_after_the_grant(redi
     assert never_finished.try_acquire().wait_seconds < 0.25         # no end recorded: a window after the grant
 
 
-def test_a_connector_call_records_its_end_with_the_limiter(redis_url):
+def test_a_connector_call_records_its_end_with_the_limiter_even_when_it_fails(redis_url):
     from hub.connectors.base import CallInfo, CrmConnector
+    from hub.sync.tokens import StaticTokens
 
-    class Recording(TokenBucket):
-        ends: list = []
+    ended: list[str] = []
 
+    class RecordingBucket(TokenBucket):
         def finished(self, grant):
-            self.ends.append(grant.member)
+            ended.append(grant.member)
             super().finished(grant)
 
-    bucket = Recording(redis.Redis.from_url(redis_url), "hub:rate:test:connector", Rate(5, 1.0), margin=0)
-    connector = CrmConnector.__new__(CrmConnector)
-    connector.limiter, connector.recorder, connector.kind = bucket, None, "test"
+    bucket = RecordingBucket(redis.Redis.from_url(redis_url), "hub:rate:test:connector", Rate(5, 1.0), margin=0)
+    connector = CrmConnector(StaticTokens("token"), limiter=bucket, sleep=lambda seconds: None)
+    connector.max_attempts = 2
 
     def send(token: str, info: CallInfo):
         raise RetriableError("503 from the vendor")
 
     with pytest.raises(RetriableError):
-        connector._logged("op", [], send, None, "token")
-    assert len(Recording.ends) == 1 and Recording.ends[0]      # a failed call is finished too
+        connector._call("op", [], send)
+    assert len(ended) == 2 and all(ended)          # each attempt's token, failed calls included

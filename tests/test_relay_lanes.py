@@ -200,7 +200,7 @@ def test_rules_rows_go_out_in_small_jobs_and_events_in_large_ones():
 
 
 def test_a_job_marks_its_finished_rows_done_together_and_leaves_the_rest_at_an_error(runtime, workspace):
-    from sqlalchemy import event as sa_event
+    from tests.db_helpers import statements_sent
 
     ws = workspace["workspace_id"]
     with transaction(runtime.engine) as session:
@@ -216,18 +216,10 @@ def test_a_job_marks_its_finished_rows_done_together_and_leaves_the_rest_at_an_e
     def broken(rt, row):
         raise RuntimeError("vendor down")
 
-    marks: list[str] = []
-    def listener(conn, cursor, statement, *rest):
-        if statement.startswith("UPDATE outbox SET done_at"):
-            marks.append(statement)
-
-    sa_event.listen(runtime.engine, "before_cursor_execute", listener)
-    try:
+    with statements_sent(runtime.engine, lambda sql: sql.startswith("UPDATE outbox SET done_at")) as marks:
         assert len(jobs.run_outbox_rows(ids[:3], {"fine": fine})) == 3
         with pytest.raises(RuntimeError):
             jobs.run_outbox_rows(ids[3:], {"fine": fine, "broken": broken})
-    finally:
-        sa_event.remove(runtime.engine, "before_cursor_execute", listener)
 
     assert len(marks) == 2                      # one statement per job, whatever its number of rows
     with transaction(runtime.engine) as session:

@@ -296,31 +296,10 @@ def test_crm_update_and_message_triggers(runtime, ws, hubspot_connection, caplog
 
 
 def test_two_transactions_scheduling_one_contact_leave_one_waiting_evaluation(runtime, ws):
-    import threading
+    from tests.db_helpers import second_waits_for_first
 
     contact_id = add_contact(runtime, ws, **VP)
-    first_scheduled, release, second_done = threading.Event(), threading.Event(), threading.Event()
-
-    def first() -> None:
-        with transaction(runtime.engine) as session:
-            schedule_evaluation(session, ws, contact_id)
-            first_scheduled.set()
-            release.wait(10)
-
-    def second() -> None:
-        with transaction(runtime.engine) as session:
-            schedule_evaluation(session, ws, contact_id)
-        second_done.set()
-
-    threads = [threading.Thread(target=first)]
-    threads[0].start()
-    assert first_scheduled.wait(10)
-    threads.append(threading.Thread(target=second))
-    threads[1].start()
-    assert not second_done.wait(0.3)      # waits for the first's uncommitted row (unique index / SQLite lock)
-    release.set()
-    for thread in threads:
-        thread.join(10)
-    assert second_done.is_set()
+    second_waits_for_first(runtime.engine, lambda session: schedule_evaluation(session, ws, contact_id),
+                           lambda session: schedule_evaluation(session, ws, contact_id))
     with transaction(runtime.engine) as session:
         assert session.scalar(select(func.count()).select_from(Outbox).where(Outbox.job == "evaluate_rules")) == 1

@@ -3,9 +3,9 @@ or once per job: the CRMs it has connected with their (non-secret) settings (ech
 targets) and its field map (echo judgement, owner rules).
 
 Answers are kept in `session.info` for the life of the transaction's session; inside
-`once_per_job()` (hub.sync.jobs wraps each batch of a job's events in it) they are kept for the
-whole batch, whose events each run in their own transaction. A batch runs for seconds at most: a
-change an admin makes meanwhile applies from the next one.
+`once_per_job()` (hub.sync.jobs.one_job wraps every event, sync and rules job in it) they are kept
+for the whole job, whose events or rows each run in their own transaction. A job runs for seconds
+at most: a change an admin makes meanwhile applies from the next one.
 """
 from __future__ import annotations
 

@@ -63,16 +63,19 @@ def use_runtime(runtime_for_jobs: Runtime | None) -> None:
     _runtime = runtime_for_jobs
 
 
-def on_one_connection(job):
-    """Run the job's transactions on one pooled connection (hub.db.one_connection_per_job)."""
+def one_job(job):
+    """Run the job's transactions on one pooled connection (hub.db.one_connection_per_job), reading
+    the workspace's set-up once (hub.sync.connected.once_per_job)."""
+    from hub.sync import connected
+
     @functools.wraps(job)
     def run(*args, **kwargs):
-        with one_connection_per_job(runtime().engine):
+        with one_connection_per_job(runtime().engine), connected.once_per_job():
             return job(*args, **kwargs)
     return run
 
 
-@on_one_connection
+@one_job
 def process_outbox(outbox_ids: list[int], should_yield=None, chunk: int | None = None) -> dict:
     """The RQ job: apply the events of these outbox rows, then settle each row.
 
@@ -105,16 +108,14 @@ def process_outbox(outbox_ids: list[int], should_yield=None, chunk: int | None =
 
 def _process_events(rt: Runtime, event_ids: list[int], counts: dict) -> float:
     """Apply these events, counting outcomes; returns the longest wait a vendor asked for."""
-    from hub.sync import connected
     from hub.sync.owners import prepare_events
 
+    parsed = prepare_events(rt, event_ids)   # CRM user listings happen before the transactions, never in one
     retry_after = 0.0
-    with connected.once_per_job():
-        parsed = prepare_events(rt, event_ids)   # CRM user listings happen before the transactions, never in one
-        for event_id in event_ids:
-            outcome, wait = process_one(rt, event_id, parsed.get(event_id))
-            counts[outcome] = counts.get(outcome, 0) + 1
-            retry_after = max(retry_after, wait)
+    for event_id in event_ids:
+        outcome, wait = process_one(rt, event_id, parsed.get(event_id))
+        counts[outcome] = counts.get(outcome, 0) + 1
+        retry_after = max(retry_after, wait)
     return retry_after
 
 
@@ -259,7 +260,7 @@ def _settle_outbox(rt: Runtime, outbox_id: int, event_ids: list[int], retry_afte
 
 # --- sync jobs (hub.sync.push / hub.sync.polling), dispatched by Outbox.job --------------------------
 
-@on_one_connection
+@one_job
 def run_outbox_rows(outbox_ids: list[int], runners: dict) -> dict:
     """Run non-event outbox rows through `runners` (Outbox.job -> fn(runtime, row)).
 
